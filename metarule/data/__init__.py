@@ -1,0 +1,161 @@
+"""Offline datasets for meta-training and evaluation, plus bring-your-own data.
+
+Every registered dataset is built from files that ship inside an installed pip or Debian
+package (see docs/data/README.md), preprocessed once, cached under $METARULE_CACHE (default
+~/.cache/metarule) and memory-mapped on later loads.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from metarule.data import cache
+from metarule.data.core import DataError, Dataset, check_shots
+
+__all__ = ["DataError", "Dataset", "check_shots", "cli_list", "cli_show", "list_datasets",
+           "load", "render_grid"]
+
+
+class _Entry(NamedTuple):
+    build: Callable[[], Dataset]
+    version: str   # bump when preprocessing changes, so stale caches are never read
+
+
+def _registry() -> dict[str, _Entry]:
+    # Builders import lazily: listing names must not need fonts, Pillow rendering or sklearn.
+    from metarule.data import glyphs, sources, stamps
+    p = functools.partial
+    return {
+        "mnist": _Entry(p(sources.mnist, 28), "v1"),
+        "mnist14": _Entry(p(sources.mnist, 14), "v1"),
+        "fashion_mnist": _Entry(p(sources.fashion_mnist, 28), "v1"),
+        "fashion_mnist14": _Entry(p(sources.fashion_mnist, 14), "v1"),
+        "glyphs14": _Entry(p(glyphs.glyphs, 14), "v1"),
+        "glyphs16": _Entry(p(glyphs.glyphs, 16), "v1"),
+        "patches16": _Entry(p(sources.patches, False), "v1"),
+        "patches16_color": _Entry(p(sources.patches, True), "v1"),
+        "stamps16": _Entry(p(stamps.stamps, False), "v1"),
+        "stamps16_heldout": _Entry(p(stamps.stamps, True), "v1"),
+        "polarity": _Entry(sources.polarity, "v1"),
+        "moons": _Entry(sources.moons, "v1"),
+    }
+
+
+def list_datasets() -> list[str]:
+    """The registered dataset names."""
+    return list(_registry())
+
+
+def load(name_or_path: str | Path, label_column: str = "label") -> Dataset:
+    """A registered dataset (cached after the first build) or a user .npz / .csv / image folder.
+
+    Args:
+      name_or_path: a name from list_datasets(), or a path.
+      label_column: the label column of a CSV file.
+    Raises:
+      DataError: unknown name, missing source package, or an invalid user file.
+    """
+    registry = _registry()
+    key = str(name_or_path)
+    if key in registry:
+        entry = registry[key]
+
+        def build() -> Dataset:
+            print(f"metarule: building {key} into {cache.entry_dir(key, entry.version)} "
+                  f"(first use only)", file=sys.stderr)
+            return entry.build()
+
+        return cache.cached(key, entry.version, build)
+    if not Path(key).exists() and "/" not in key and "." not in key:
+        raise DataError(f"unknown dataset {key!r}; choose one of {', '.join(registry)} or "
+                        f"give a path to an .npz, .csv or image folder")
+    from metarule.data.byod import load_path
+    return load_path(key, label_column)
+
+
+def render_grid(dataset: Dataset | str, out_png: str | Path, n: int = 10, seed: int = 0) -> Path:
+    """Save a picture of a dataset: n classes x n train examples for images, else a plot.
+
+    Non-image data is drawn as a scatter plot (2-d) or as the feature matrix of 2n examples per
+    class (e.g. the bag-of-words of polarity).
+    """
+    ds = load(dataset) if isinstance(dataset, str) else dataset
+    rng = np.random.default_rng(seed)
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    classes = np.sort(rng.choice(ds.num_classes, min(n, ds.num_classes), replace=False))
+    y = np.asarray(ds.y_train)
+    if ds.image_shape is not None:
+        h, w, c = ds.image_shape
+        tiles = np.ones((len(classes), n, h + 2, w + 2, c), np.float32)
+        for r, k in enumerate(classes):
+            idx = rng.permutation(np.flatnonzero(y == k))[:n]
+            tiles[r, :len(idx), 1:-1, 1:-1] = np.asarray(ds.x_train[np.sort(idx)]).reshape(-1, h, w, c)
+        mosaic = tiles.transpose(0, 2, 1, 3, 4).reshape(len(classes) * (h + 2), n * (w + 2), c)
+        _save_image(mosaic, out_png, scale=max(1, 256 // max(h, w) // 2))
+    else:
+        _plot_features(ds, classes, n, rng, out_png)
+    return out_png
+
+
+def _save_image(img: np.ndarray, path: Path, scale: int) -> None:
+    from PIL import Image
+    arr = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+    arr = arr[..., 0] if arr.shape[-1] == 1 else arr
+    pil = Image.fromarray(arr)
+    pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST).save(path)
+
+
+def _plot_features(ds: Dataset, classes, n: int, rng, out_png: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x, y = np.asarray(ds.x_train), np.asarray(ds.y_train)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    if ds.input_dim == 2:
+        for k in classes:
+            ax.scatter(*x[y == k].T, s=4, label=ds.class_names[k])
+        ax.legend()
+    else:
+        idx = np.concatenate([rng.permutation(np.flatnonzero(y == k))[:2 * n] for k in classes])
+        ax.imshow(x[idx], aspect="auto", interpolation="nearest", cmap="gray_r")
+        ax.set_xlabel("feature")
+        ax.set_ylabel(" | ".join(ds.class_names[k] for k in classes) + " (examples)")
+    ax.set_title(ds.name)
+    fig.tight_layout()
+    fig.savefig(out_png)
+    plt.close(fig)
+
+
+def _describe(name: str) -> str:
+    try:
+        ds = load(name)
+    except DataError as e:
+        return f"{name:18} unavailable: {e}"
+    shape = "x".join(map(str, ds.image_shape)) if ds.image_shape else f"{ds.input_dim}-d"
+    return (f"{name:18} {ds.x_train.shape[0]:>7} {ds.x_test.shape[0]:>7} {ds.num_classes:>7} "
+            f"{shape:>9}  {ds.card.get('source', '')[:60]}")
+
+
+def cli_list() -> int:
+    """`metarule data list`: every registered dataset with counts, resolution and source."""
+    print(f"{'name':18} {'train':>7} {'test':>7} {'classes':>7} {'shape':>9}  source")
+    for name in list_datasets():
+        print(_describe(name))
+    return 0
+
+
+def cli_show(name: str, out: str | Path) -> int:
+    """`metarule data show NAME --out FILE.png`: save a grid of examples and print the card."""
+    path = render_grid(name, out)
+    ds = load(name)
+    print(f"{ds.name}: {ds.num_classes} classes, {ds.x_train.shape[0]} train / "
+          f"{ds.x_test.shape[0]} test, input_dim {ds.input_dim} -> {path}")
+    for key in ("source", "license", "preprocessing"):
+        print(f"  {key}: {ds.card.get(key, '')}")
+    return 0

@@ -1,0 +1,111 @@
+"""The Dataset record, the one error type, and the array checks every source goes through."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class DataError(ValueError):
+    """Any bad or missing data. The message is one line that says what to do."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A labelled train/test split, flattened to (N, D) float32.
+
+    Images are in [0, 1] and flattened row-major over (H, W, C); labels are int64 in 0..C-1.
+    Labels are only used for evaluation and for the meta-objective, never by the learned rule.
+    """
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    image_shape: tuple[int, int, int] | None
+    class_names: tuple[str, ...]
+    card: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        check_split(self.name, "train", self.x_train, self.y_train, len(self.class_names))
+        check_split(self.name, "test", self.x_test, self.y_test, len(self.class_names))
+        if self.x_train.shape[1] != self.x_test.shape[1]:
+            raise DataError(f"{self.name}: train has {self.x_train.shape[1]} features but test "
+                            f"has {self.x_test.shape[1]}; give both splits the same width")
+        if self.image_shape is not None and int(np.prod(self.image_shape)) != self.input_dim:
+            raise DataError(f"{self.name}: image_shape {self.image_shape} does not match "
+                            f"{self.input_dim} features; fix the image shape")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def input_dim(self) -> int:
+        return int(self.x_train.shape[1])
+
+
+def check_split(name: str, split: str, x: np.ndarray, y: np.ndarray, num_classes: int) -> None:
+    """Raise a one-line DataError unless x, y form a usable (N, D) float32 / (N,) int64 split."""
+    where = f"{name} ({split})"
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise DataError(f"{where}: x must be a non-empty (N, D) array, got shape {x.shape}")
+    if x.dtype != np.float32:
+        raise DataError(f"{where}: x must be float32, got {x.dtype}; convert with x.astype('float32')")
+    if y.shape != (x.shape[0],):
+        raise DataError(f"{where}: y must have shape ({x.shape[0]},) to match x, got {y.shape}")
+    if y.dtype != np.int64:
+        raise DataError(f"{where}: y must be int64 class ids, got {y.dtype}")
+    if y.min() < 0 or y.max() >= num_classes:
+        raise DataError(f"{where}: labels must lie in 0..{num_classes - 1}, "
+                        f"got {y.min()}..{y.max()}")
+
+
+def check_finite(name: str, x: np.ndarray) -> None:
+    """Reject NaN/inf, which would silently poison every inner-loop statistic."""
+    if not np.isfinite(x).all():
+        raise DataError(f"{name}: x has {np.size(x) - np.isfinite(x).sum()} NaN/inf values; "
+                        f"remove or impute them first")
+
+
+def check_shots(dataset: Dataset, shots: int) -> None:
+    """Raise DataError if any class has fewer than `shots` training examples."""
+    counts = np.bincount(np.asarray(dataset.y_train), minlength=dataset.num_classes)
+    short = np.flatnonzero(counts < shots)
+    if short.size:
+        c = int(short[0])
+        raise DataError(f"{dataset.name}: class {dataset.class_names[c]!r} has {counts[c]} "
+                        f"training examples but {shots} shots were requested "
+                        f"({short.size} classes short); lower the shots or add examples")
+
+
+def avg_pool(images: np.ndarray, factor: int) -> np.ndarray:
+    """Average-pool (N, H, W[, C]) images by `factor` in both spatial axes."""
+    n, h, w = images.shape[:3]
+    rest = images.shape[3:]
+    pooled = images.reshape(n, h // factor, factor, w // factor, factor, *rest)
+    return pooled.mean(axis=(2, 4), dtype=np.float32)
+
+
+def relabel(labels) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Map arbitrary labels to 0..C-1 int64 ids in sorted order; return (ids, class names)."""
+    names, ids = np.unique(np.asarray(labels).astype(str), return_inverse=True)
+    return ids.astype(np.int64), tuple(str(n) for n in names)
+
+
+def split_indices(labels: np.ndarray, test_fraction: float, seed: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """A stratified, seeded train/test split: each class sends round(frac * n) to test.
+
+    Classes with at least 2 examples keep at least one on each side.
+    """
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_test = int(round(test_fraction * idx.size))
+        if idx.size >= 2:
+            n_test = min(max(n_test, 1), idx.size - 1)
+        test.append(idx[:n_test])
+        train.append(idx[n_test:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
