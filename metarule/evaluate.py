@@ -122,16 +122,29 @@ def few_shot_accuracy(embed_fn: EmbedFn, x_train: np.ndarray, y_train: np.ndarra
     Returns:
       EvalResult with the per-seed accuracies, their mean and standard error.
     """
+    return fitted_few_shot_accuracy(lambda x_lab, y_lab, seed: embed_fn, x_train, y_train,
+                                    x_test, y_test, shots, seeds, readout)
+
+
+def fitted_few_shot_accuracy(fit_fn: Callable[[np.ndarray, np.ndarray, int], EmbedFn],
+                             x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
+                             y_test: np.ndarray, shots: int = 10, seeds: int = 10,
+                             readout: str = "logistic") -> EvalResult:
+    """`few_shot_accuracy` for methods that train on each seed's labeled examples.
+
+    `fit_fn(x_labeled, y_labeled, seed) -> embed_fn` runs once per seed on that seed's draw, e.g.
+    `lambda x, y, s: baselines.supervised(x, y, seed=s).embed_fn`.
+    """
     fit_predict = _readout_fn(readout)
-    y_test = np.asarray(y_test)
+    y_train, y_test = np.asarray(y_train), np.asarray(y_test)
     accuracies = []
     for seed in range(seeds):
         idx = sample_shots(y_train, shots, seed)
+        embed_fn = fit_fn(x_train[idx], y_train[idx], seed)
         u = np.asarray(embed_fn(np.concatenate([x_train[idx], x_test])))
         if not np.all(np.isfinite(u)):
             raise ValueError(f"embed_fn returned non-finite features (seed {seed})")
-        u_lab, u_test = u[:len(idx)], u[len(idx):]
-        pred = fit_predict(u_lab, np.asarray(y_train)[idx], u_test)
+        pred = fit_predict(u[:len(idx)], y_train[idx], u[len(idx):])
         accuracies.append(float(np.mean(pred == y_test)))
     return EvalResult(shots=shots, seeds=seeds, readout=readout,
                       mean=float(np.mean(accuracies)), stderr=stderr(accuracies),
