@@ -29,11 +29,14 @@ def entry_dir(name: str, version: str) -> Path:
     return cache_root() / f"{name}-{version}"
 
 
-def _atomic_write(path: Path, write: Callable) -> None:
+def atomic_write(path: Path, write: Callable) -> None:
+    """Write via write(file) into a temporary file beside `path`, then move it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+        os.chmod(tmp, 0o644)   # mkstemp makes 0600; the cache may be shared
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -46,9 +49,9 @@ def save(ds: Dataset, version: str) -> None:
     d.mkdir(parents=True, exist_ok=True)
     for key in ARRAYS:
         arr = np.ascontiguousarray(getattr(ds, key))
-        _atomic_write(d / f"{key}.npy", lambda f, a=arr: np.save(f, a, allow_pickle=False))
+        atomic_write(d / f"{key}.npy", lambda f, a=arr: np.save(f, a, allow_pickle=False))
     meta = {"image_shape": ds.image_shape, "class_names": list(ds.class_names), "card": ds.card}
-    _atomic_write(d / "meta.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
+    atomic_write(d / "meta.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
 
 
 def load(name: str, version: str) -> Dataset | None:

@@ -7,6 +7,7 @@ example is always a font design the training split never showed.
 """
 from __future__ import annotations
 
+import json
 import unicodedata
 import zlib
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from metarule.data import locate
+from metarule.data import cache, locate
 from metarule.data.core import DataError, Dataset
 
 FONT_PACKAGES = ("fonts-dejavu-core", "fonts-dejavu-extra", "fonts-freefont-ttf", "fonts-texgyre",
@@ -167,10 +168,21 @@ def select_characters(fonts: list[Font]) -> list[int]:
     return kept
 
 
+def cached_selection(fonts: list[Font]) -> list[int]:
+    """select_characters, computed once and shared by glyphs14 and glyphs16."""
+    key = zlib.crc32("\n".join(sorted(f.name for f in fonts)).encode())
+    path = cache.cache_root() / f"glyph-characters-v1-{key:08x}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    chars = select_characters(fonts)
+    cache.atomic_write(path, lambda f: f.write(json.dumps(chars).encode()))
+    return chars
+
+
 def glyphs(size: int, seed: int = 0) -> Dataset:
     """Build glyphs{size}: grey size x size renders, one class per character."""
     fonts = find_fonts()
-    chars = select_characters(fonts) if fonts else []
+    chars = cached_selection(fonts) if fonts else []
     renderer, rng = Renderer(size), np.random.default_rng(seed + size)
     xs, ys, splits, names = [], [], [], []
     for cp in chars:
