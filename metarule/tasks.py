@@ -173,30 +173,26 @@ def affine(images: np.ndarray, angle_deg: np.ndarray, shift: np.ndarray) -> np.n
       shift: (B, 2) pixels (dx right, dy down).
     """
     b, h, w, c = images.shape
-    cy, cx = (h - 1) / 2, (w - 1) / 2
-    yy, xx = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32),
-                         indexing="ij")
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     rad = np.radians(np.asarray(angle_deg, np.float32))[:, None, None]
     cos, sin = np.cos(rad), np.sin(rad)
-    qx = xx - cx - shift[:, 0, None, None].astype(np.float32)
-    qy = yy - cy - shift[:, 1, None, None].astype(np.float32)
+    qx = xx - (w - 1) / 2 - shift[:, 0, None, None].astype(np.float32)
+    qy = yy - (h - 1) / 2 - shift[:, 1, None, None].astype(np.float32)
     # Inverse map: where in the source each output pixel comes from (y axis points down).
-    sx = cos * qx - sin * qy + cx
-    sy = sin * qx + cos * qy + cy
+    # Clamping to [-1, size] keeps every tap inside a zero border without changing the result.
+    sx = np.clip(cos * qx - sin * qy + (w - 1) / 2, -1, w)
+    sy = np.clip(sin * qx + cos * qy + (h - 1) / 2, -1, h)
     x0, y0 = np.floor(sx), np.floor(sy)
-    fx, fy = (sx - x0)[..., None], (sy - y0)[..., None]
-    # Pad by one zero pixel and clamp, so every out-of-range tap reads a zero.
-    padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0))).reshape(-1, c)
-    base = np.arange(b)[:, None, None] * (h + 2) * (w + 2)
-
-    def tap(yi, xi):
-        yi = np.clip(yi + 1, 0, h + 1).astype(np.int64)
-        xi = np.clip(xi + 1, 0, w + 1).astype(np.int64)
-        return padded[base + yi * (w + 2) + xi]
-
-    top = tap(y0, x0) * (1 - fx) + tap(y0, x0 + 1) * fx
-    bottom = tap(y0 + 1, x0) * (1 - fx) + tap(y0 + 1, x0 + 1) * fx
-    return (top * (1 - fy) + bottom * fy).astype(np.float32)
+    fx, fy = sx - x0, sy - y0
+    # Channels go into the batch so each tap is a flat 1-D gather (the fast path in numpy).
+    hp, wp = h + 3, w + 3                                  # border: 1 before, 2 after
+    padded = np.pad(images.transpose(0, 3, 1, 2), ((0, 0), (0, 0), (1, 2), (1, 2))).ravel()
+    plane = (np.arange(b)[:, None] * c + np.arange(c)) * (hp * wp)      # (B, C)
+    idx = ((y0 + 1) * wp + (x0 + 1)).astype(np.int64)[:, None] + plane[..., None, None]
+    fx, fy = fx[:, None], fy[:, None]
+    out = (padded[idx] * ((1 - fx) * (1 - fy)) + padded[idx + 1] * (fx * (1 - fy))
+           + padded[idx + wp] * ((1 - fx) * fy) + padded[idx + wp + 1] * (fx * fy))
+    return out.transpose(0, 2, 3, 1)        # (B, C, H, W) -> (B, H, W, C)
 
 
 class TaskSampler:
