@@ -96,7 +96,7 @@ def render_grid(dataset: Dataset | str, out_png: str | Path, n: int = 10, seed: 
             idx = rng.permutation(np.flatnonzero(y == k))[:n]
             tiles[r, :len(idx), 1:-1, 1:-1] = np.asarray(ds.x_train[np.sort(idx)]).reshape(-1, h, w, c)
         mosaic = tiles.transpose(0, 2, 1, 3, 4).reshape(len(classes) * (h + 2), n * (w + 2), c)
-        _save_image(mosaic, out_png, scale=max(1, 256 // max(h, w) // 2))
+        _save_image(mosaic, out_png, scale=max(1, 64 // max(h, w)))
     else:
         _plot_features(ds, classes, n, rng, out_png)
     return out_png
@@ -152,8 +152,8 @@ def cli_list() -> int:
 
 def cli_show(name: str, out: str | Path) -> int:
     """`metarule data show NAME --out FILE.png`: save a grid of examples and print the card."""
-    path = render_grid(name, out)
     ds = load(name)
+    path = render_grid(ds, out)
     print(f"{ds.name}: {ds.num_classes} classes, {ds.x_train.shape[0]} train / "
           f"{ds.x_test.shape[0]} test, input_dim {ds.input_dim} -> {path}")
     for key in ("source", "license", "preprocessing"):
