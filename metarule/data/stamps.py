@@ -97,7 +97,8 @@ def stamps(heldout: bool, seed: int = 0) -> Dataset:
             "license": "GPL-2+ (Tux Paint stamps; see the package copyright file)",
             "preprocessing": f"alpha composited on white, padded square, resized to {BASE} px; "
                              f"views: rotation U(0,360) deg, horizontal flip p=0.5, square crop "
-                             f"of side U({MIN_CROP},1)*{BASE} px, box-resized to {SIZE}x{SIZE} RGB; "
+                             f"of side U({MIN_CROP},1)*{BASE} px, box-resized to "
+                             f"{SIZE}x{SIZE} RGB; "
                              f"pictures split {1 - TEST_FRACTION:.0%}/{TEST_FRACTION:.0%} by "
                              f"crc32(file name); {TRAIN_PER_CLASS}/{TEST_PER_CLASS} views per "
                              f"class; categories with < {MIN_IMAGES} pictures dropped; seed {seed}",
