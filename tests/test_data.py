@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from metarule import data
-from metarule.data import cache, core, locate, sources
+from metarule.data import cache, core, glyphs, locate, sources, stamps
 from metarule.data.core import DataError, Dataset
 
 # name: (train, test, classes, image_shape or input_dim)
@@ -93,10 +93,15 @@ def test_unknown_name():
         data.load("cifar10")
 
 
-def test_missing_debian_package_says_how_to_install(monkeypatch):
+@pytest.mark.parametrize("build, command", [
+    (lambda: sources.fashion_mnist(14), "apt-get install -y dataset-fashion-mnist"),
+    (lambda: stamps.stamps(False), "apt-get install -y tuxpaint-stamps-default"),
+    (lambda: glyphs.glyphs(14), "apt-get install -y fonts-dejavu-core fonts-dejavu-extra"),
+])
+def test_missing_debian_package_says_how_to_install(monkeypatch, build, command):
     monkeypatch.setattr(locate, "dpkg_files", lambda package: [])
-    with pytest.raises(DataError, match="apt-get install -y dataset-fashion-mnist"):
-        sources.fashion_mnist(14)
+    with pytest.raises(DataError, match=command):
+        build()
 
 
 def test_missing_pip_package_says_how_to_install():

@@ -24,6 +24,11 @@ FONT_PACKAGES = ("fonts-dejavu-core", "fonts-dejavu-extra", "fonts-freefont-ttf"
                  "fonts-lato", "fonts-sil-gentiumplus", "fonts-sil-charis",
                  "fonts-linuxlibertine", "fonts-stix", "fonts-noto-core")
 FONT_INSTALL = "apt-get install -y " + " ".join(FONT_PACKAGES)
+# Fonts whose cmap claims Latin but whose drawings are not the characters.
+EXCLUDED_FONTS = {
+    "D050000L": "a Zapf Dingbats clone that maps ASCII code points to dingbats",
+    "Linux Biolinum Keyboard O": "draws every character inside a keyboard key cap",
+}
 MIN_FONTS = 30          # a character needs this many distinct fonts to become a class
 TRAIN_FONTS, TEST_FONTS = 40, 10   # examples per class drawn from each font split, at most
 TEST_FONT_MODULUS = 5   # crc32(font name) % 5 == 0 -> test font (about 20%)
@@ -60,7 +65,8 @@ def find_fonts() -> list[Font]:
             name = ft["name"].getDebugName(4) or path.stem
             cmap = ft.getBestCmap() or {}
             ft.close()
-            if name in seen or not all(ord(c) in cmap for c in "azAZ09"):
+            if (name in seen or name in EXCLUDED_FONTS
+                    or not all(ord(c) in cmap for c in "azAZ09")):
                 continue
             seen.add(name)
             fonts.append(Font(path, name, frozenset(cmap)))
@@ -171,7 +177,7 @@ def select_characters(fonts: list[Font]) -> list[int]:
 def cached_selection(fonts: list[Font]) -> list[int]:
     """select_characters, computed once and shared by glyphs14 and glyphs16."""
     key = zlib.crc32("\n".join(sorted(f.name for f in fonts)).encode())
-    path = cache.cache_root() / f"glyph-characters-v1-{key:08x}.json"
+    path = cache.cache_root() / f"glyph-characters-v2-{key:08x}.json"
     if path.is_file():
         return json.loads(path.read_text())
     chars = select_characters(fonts)
