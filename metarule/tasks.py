@@ -196,7 +196,12 @@ def affine(images: np.ndarray, angle_deg: np.ndarray, shift: np.ndarray) -> np.n
 
 
 class TaskSampler:
-    """Draws tasks from TaskConfig; the sequence of tasks is a pure function of the seed."""
+    """Draws tasks from TaskConfig; the sequence of tasks is a pure function of the seed.
+
+    Build one sampler per worker process (with its own seed) rather than sending tasks between
+    processes: datasets are memory-mapped, so a sampler is cheap, but a pickled Task carries a
+    full copy of its dataset.
+    """
 
     def __init__(self, cfg: TaskConfig, seed: int):
         self.cfg = cfg
