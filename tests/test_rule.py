@@ -1,0 +1,176 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from metarule import base_model, rule, truncated
+from metarule.config import ACTIVATIONS, BaseModelConfig, ConfigError, RuleConfig, preset
+
+update = jax.jit(rule.unsupervised_update, static_argnames=("cfg", "activation"))
+TINY = RuleConfig(delta_dims=4, h_size=8, grad_channels=2, top_delta_size=8, inner_batch=16,
+                  inner_lr=1e-2)
+
+
+def _setup(input_dim=12, hidden=(10, 6), embedding=5, batch=16, cfg=TINY, activation="relu",
+           seed=0, dtype=jnp.float32):
+    keys = jax.random.split(jax.random.PRNGKey(seed), 3)
+    mcfg = BaseModelConfig(input_dim=input_dim, hidden=hidden, embedding=embedding,
+                           activation=activation)
+    params = jax.tree_util.tree_map(lambda a: a.astype(dtype),
+                                    base_model.init(keys[0], mcfg))
+    theta = rule.init_theta(keys[1], cfg, dtype)
+    x = jax.random.uniform(keys[2], (batch, input_dim), dtype)
+    return theta, params, x
+
+
+def _finite(tree):
+    return all(bool(jnp.isfinite(a).all()) for a in jax.tree_util.tree_leaves(tree))
+
+
+@pytest.mark.parametrize("hidden", [(1,), (3, 1, 2), (1024,), (16,) * 11, ()])
+def test_finite_for_any_width_and_depth(hidden):
+    theta, params, x = _setup(hidden=hidden)
+    new, metrics = update(theta, params, x, TINY)
+    assert _finite(new) and _finite(metrics)
+    assert [l.w.shape for l in new.layers] == [l.w.shape for l in params.layers]
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_finite_for_every_activation(activation):
+    theta, params, x = _setup(activation=activation)
+    new, _ = update(theta, params, x, TINY, activation)
+    assert _finite(new)
+
+
+@pytest.mark.parametrize("batch", [2, 3, 64, 256])
+def test_finite_for_any_batch_size(batch):
+    theta, params, x = _setup(batch=batch)
+    assert _finite(update(theta, params, x, TINY)[0])
+
+
+def test_paper_preset_at_the_paper_shape_is_finite():
+    cfg = preset("paper")
+    theta, params, x = _setup(input_dim=196, hidden=(128,) * 4, embedding=32, batch=128, cfg=cfg)
+    h = rule.compute_all_h(base_model.apply(params, x), params, theta, cfg)
+    assert [a.shape for a in h] == [(128, n, 64) for n in (196, 128, 128, 128, 128, 32)]
+    assert _finite(update(theta, params, x, cfg)[0])
+
+
+def test_top_d_and_h_shapes():
+    theta, params, x = _setup()
+    acts = base_model.apply(params, x)
+    d = rule.top_d(acts.xs[-1], theta, TINY)
+    assert d.shape == (16, 5, TINY.delta_dims)
+    planes = rule.weight_planes(params.layers[0].w, acts.xs[0], acts.xs[1],
+                                jnp.ones((16, 12, 8)), jnp.ones((16, 10, 8)), theta)
+    assert planes.shape == (len(rule.PLANES), 12, 10)
+
+
+def test_conv1d_is_circular_convolution():
+    m = jax.random.normal(jax.random.PRNGKey(0), (5, 7, 2))
+    w = jax.random.normal(jax.random.PRNGKey(1), (3 * 2, 4))
+    out = rule.conv1d(m, w, axis=1)
+    taps = w.reshape(3, 2, 4)  # taps[0] reads the left neighbour, taps[2] the right one
+    ref = sum(jnp.roll(m, 1 - i, axis=1) @ taps[i] for i in range(3))
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+
+
+def test_no_shrink_projection():  # App.61: the projected step never shrinks W
+    key1, key2 = jax.random.split(jax.random.PRNGKey(3))
+    w = jax.random.normal(key1, (6, 4))
+    for delta in (w, -w, jax.random.normal(key2, (6, 4)), 2 * w + jax.random.normal(key2, (6, 4))):
+        out = rule.no_shrink(delta, w)
+        tol = 1e-6 * float(jnp.linalg.norm(delta) * jnp.linalg.norm(w))  # float32 rounding
+        assert float(jnp.sum(out * w)) <= tol  # W - lr*out moves W outward or tangentially
+    inward = -w + 0.1 * jax.random.normal(key2, (6, 4))  # already growing: left unchanged
+    if float(jnp.sum(inward * w)) <= 0:
+        np.testing.assert_allclose(rule.no_shrink(inward, w), inward)
+
+
+def test_update_never_shrinks_weights_beyond_decay():
+    theta, params, x = _setup()
+    theta = dict(theta, merge=jnp.full_like(theta["merge"], 1.0))  # w_hat plane pulls inward
+    new, _ = update(theta, params, x, TINY)
+    for old, nw in zip(params.layers, new.layers):
+        delta = -(nw.w - old.w * (1 - TINY.inner_lr)) / TINY.inner_lr
+        assert float(jnp.sum(delta * old.w)) <= 1e-6 * float(jnp.linalg.norm(delta)
+                                                            * jnp.linalg.norm(old.w))
+
+
+def test_bias_constraint():  # App.64: the update never raises the mean bias
+    theta, params, x = _setup()
+    for sign in (1.0, -1.0):
+        th = dict(theta, bias_readout=sign * jnp.abs(theta["bias_readout"]))
+        h = jnp.abs(jax.random.normal(jax.random.PRNGKey(4), (16, 10, TINY.h_size)))
+        db = rule.bias_delta(h, th, TINY.norm_eps)
+        assert float(jnp.mean(db)) >= -1e-6
+    # a positive mean is left alone (only soft-normalised)
+    th = dict(theta, bias_readout=jnp.abs(theta["bias_readout"]))
+    base = jnp.mean(h @ th["bias_readout"], axis=0)
+    np.testing.assert_allclose(rule.bias_delta(h, th, 1.0), rule.soft_normalize(base, 1.0),
+                               rtol=1e-5)
+
+
+def test_zero_merge_is_pure_decay_and_v_gets_the_same_update():
+    theta, params, x = _setup()
+    theta0 = dict(theta, merge=jnp.zeros_like(theta["merge"]),
+                  bias_readout=jnp.zeros_like(theta["bias_readout"]))
+    new, _ = update(theta0, params, x, TINY)
+    for old, nw in zip(params.layers, new.layers):  # App.5-6 with Delta = 0
+        np.testing.assert_allclose(nw.w, old.w * (1 - TINY.inner_lr), rtol=1e-6)
+        np.testing.assert_allclose(nw.b, old.b * (1 - TINY.inner_lr), rtol=1e-6)
+    new, _ = update(theta, params, x, TINY)
+    for old, nw in zip(params.layers, new.layers):
+        dw = nw.w - old.w * (1 - TINY.inner_lr)
+        np.testing.assert_allclose(nw.v - old.v * (1 - TINY.inner_lr), dw, atol=1e-7)
+
+
+def test_seeded_runs_are_deterministic():
+    runs = []
+    for _ in range(2):
+        theta, params, x = _setup(seed=7)
+        runs.append(update(theta, params, x, TINY)[0])
+    for a, b in zip(jax.tree_util.tree_leaves(runs[0]), jax.tree_util.tree_leaves(runs[1])):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_meta_gradient_matches_finite_differences():
+    with jax.enable_x64(True):
+        theta, params, _ = _setup(dtype=jnp.float64, seed=1)
+        keys = jax.random.split(jax.random.PRNGKey(5), 3)
+        batches = jax.random.uniform(keys[0], (3, 16, 12), jnp.float64)
+        y = jax.nn.one_hot(jnp.arange(12) % 3, 3, dtype=jnp.float64)
+        xs = jax.random.uniform(keys[1], (2, 12, 12), jnp.float64)
+        labeled = truncated.LabeledBatch(xs[0], y, xs[1], y)
+
+        @jax.jit
+        def loss(th):
+            return truncated.unroll_loss(th, params, batches, labeled, TINY)[0]
+
+        grad = jax.grad(loss)(theta)
+        flat, unravel = ravel_pytree(theta)
+        gflat = ravel_pytree(grad)[0]
+        rng = np.random.default_rng(0)
+        idx = list(rng.choice(flat.size, 12, replace=False))
+        idx += list(np.argsort(-np.abs(np.asarray(gflat)))[:4])  # plus the largest entries
+        eps = 1e-6
+        for i in idx:
+            e = jnp.zeros_like(flat).at[i].set(eps)
+            fd = (loss(unravel(flat + e)) - loss(unravel(flat - e))) / (2 * eps)
+            np.testing.assert_allclose(gflat[i], fd, rtol=1e-4, atol=1e-8)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(inner_batch=1), "inner_batch"),
+    (dict(h_size=0), "h_size"),
+    (dict(inner_lr=0.0), "inner_lr"),
+])
+def test_bad_rule_config_raises(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        RuleConfig(**kwargs)
+
+
+def test_unknown_preset_raises():
+    with pytest.raises(ConfigError, match="unknown preset"):
+        preset("huge")
