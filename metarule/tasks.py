@@ -220,9 +220,17 @@ class TaskSampler:
         weights = np.asarray(cfg.dataset_weights, np.float64)
         self._weights = weights / weights.sum()
 
-    def sample(self) -> Task:
-        cfg, rng = self.cfg, self._rng
+    def sample(self, rng: np.random.Generator | None = None, dataset: str | None = None) -> Task:
+        """The next task; with `rng`, a task drawn from that generator instead of the sampler's
+        own (so a task can be re-drawn from a stored seed), and with `dataset`, one of that
+        dataset (so tasks that share a shape can be batched)."""
+        cfg, rng = self.cfg, self._rng if rng is None else rng
         name = cfg.datasets[rng.choice(len(cfg.datasets), p=self._weights)]
+        if dataset is not None:
+            if dataset not in self._data:
+                raise data.DataError(f"dataset {dataset!r} is not among this sampler's "
+                                     f"{', '.join(cfg.datasets)}; add it to TaskConfig.datasets")
+            name = dataset
         ds = self._data[name]
         image = ds.image_shape is not None
         subset = None

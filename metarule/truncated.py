@@ -51,3 +51,65 @@ def meta_grad(theta: rule.Theta, params: base_model.Params, batches: Array,
     """Truncated meta-gradient: ((loss, (final params, per-step losses)), d loss / d theta)."""
     return jax.value_and_grad(unroll_loss, has_aux=True)(theta, params, batches, labeled, cfg,
                                                          activation)
+
+
+# Truncated backprop one step at a time. The forward pass stores only the base-model parameters
+# of each step (small), and the backward pass recomputes one step and pulls the cotangent through
+# it: the memory of remat, flat in U, and -- unlike a scan -- a single compilation for every
+# unroll length, which matters when U is sampled afresh for each truncation.
+
+def _step_and_loss(theta, params, x, labeled, cfg, activation):
+    params, _ = rule.unsupervised_update(theta, params, x, cfg, activation)
+    return params, meta_objective(params, *labeled, activation=activation)
+
+
+@partial(jax.jit, static_argnames=("cfg", "activation"))
+def forward_step(theta, params, x, cfg: RuleConfig, activation: str = "relu"):
+    """phi_t for a batch of tasks: params, x carry a leading task axis; theta is shared."""
+    return jax.vmap(lambda p, xb: rule.unsupervised_update(theta, p, xb, cfg, activation)[0])(
+        params, x)
+
+
+@partial(jax.jit, static_argnames=("cfg", "activation"))
+def backward_step(theta, params_prev, x, labeled: LabeledBatch, g_params, weight,
+                  cfg: RuleConfig, activation: str = "relu"):
+    """Pull the cotangent of phi_t back to phi_{t-1}, adding weight * d MetaObjective(phi_t).
+
+    Every argument but theta and weight has a leading task axis.
+    Returns (cotangent of phi_{t-1}, d/d theta summed over tasks, MetaObjective(phi_t) per task).
+    """
+    def one(p, xb, lb, g):
+        (_, loss), vjp = jax.vjp(lambda th, pp: _step_and_loss(th, pp, xb, lb, cfg, activation),
+                                 theta, p)
+        g_theta, g_prev = vjp((g, weight))
+        return g_prev, g_theta, loss
+
+    g_prev, g_theta, losses = jax.vmap(one)(params_prev, x, labeled, g_params)
+    return g_prev, jax.tree_util.tree_map(lambda a: jnp.sum(a, 0), g_theta), losses
+
+
+def truncated_grad(theta, params, batches, labeled: LabeledBatch, cfg: RuleConfig,
+                   activation: str = "relu"):
+    """Gradient of the mean over tasks and steps of MetaObjective(phi_1..phi_U).
+
+    Args:
+      params: base-model parameters with a leading task axis (M, ...).
+      batches: (M, U, B, N^0) unlabeled batches.
+      labeled: LabeledBatch with a leading task axis.
+    Returns:
+      (mean loss, final params, d loss / d theta, per-step losses (U, M)).
+    """
+    n_tasks, unroll = batches.shape[:2]
+    states = [params]
+    for t in range(unroll):
+        states.append(forward_step(theta, states[-1], batches[:, t], cfg, activation))
+    weight = jnp.asarray(1.0 / (unroll * n_tasks), batches.dtype)
+    g_params = jax.tree_util.tree_map(jnp.zeros_like, params)
+    g_theta = jax.tree_util.tree_map(jnp.zeros_like, theta)
+    losses = [None] * unroll
+    for t in range(unroll - 1, -1, -1):
+        g_params, g_t, losses[t] = backward_step(theta, states[t], batches[:, t], labeled,
+                                                 g_params, weight, cfg, activation)
+        g_theta = jax.tree_util.tree_map(jnp.add, g_theta, g_t)
+    losses = jnp.stack(losses)
+    return jnp.mean(losses), states[-1], g_theta, losses

@@ -174,3 +174,22 @@ def test_bad_rule_config_raises(kwargs, message):
 def test_unknown_preset_raises():
     with pytest.raises(ConfigError, match="unknown preset"):
         preset("huge")
+
+
+def test_stepwise_truncated_gradient_equals_scan_gradient():
+    theta, params, _ = _setup(seed=2)
+    keys = jax.random.split(jax.random.PRNGKey(6), 3)
+    batches = jax.random.uniform(keys[0], (2, 3, 16, 12))  # 2 tasks, U = 3
+    y = jax.nn.one_hot(jnp.arange(12) % 3, 3)
+    xs = jax.random.uniform(keys[1], (2, 2, 12, 12))
+    labeled = truncated.LabeledBatch(xs[:, 0], jnp.stack([y, y]), xs[:, 1], jnp.stack([y, y]))
+    stacked = jax.tree_util.tree_map(lambda a: jnp.stack([a, a]), params)
+    loss, final, grad, _ = truncated.truncated_grad(theta, stacked, batches, labeled, TINY)
+    per_task = [truncated.meta_grad(theta, params, batches[i],
+                                    jax.tree_util.tree_map(lambda a: a[i], labeled), TINY)
+                for i in range(2)]
+    np.testing.assert_allclose(loss, np.mean([p[0][0] for p in per_task]), rtol=1e-5)
+    mean_grad = jax.tree_util.tree_map(lambda a, b: (a + b) / 2, per_task[0][1], per_task[1][1])
+    for a, b in zip(jax.tree_util.tree_leaves(grad), jax.tree_util.tree_leaves(mean_grad)):
+        np.testing.assert_allclose(a, b, rtol=2e-3, atol=1e-6)
+    np.testing.assert_allclose(final.layers[0].w[1], per_task[1][0][1][0].layers[0].w, rtol=1e-5)

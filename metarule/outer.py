@@ -1,0 +1,428 @@
+"""Meta-training on one machine (Algorithm 1, Section 4, App. H.2).
+
+The meta-batch is a group of M tasks that share one shape (dataset input size and base-model
+architecture) so that they are vmapped together. Each task keeps its base-model state across
+truncations; each truncation unrolls U applications of the rule (U from the curriculum), takes
+the truncated meta-gradient, and continues from the final state. When the group's inner-step
+budget is spent, a new group (new dataset, architecture and tasks) is drawn.
+
+Everything is a pure function of (seed, step): the data of step s comes from
+np.random.default_rng([seed, s]); group g's tasks from np.random.default_rng([seed, g, ...]).
+A checkpoint therefore holds theta, the Adam state, the step, the group index and the tasks'
+base-model states, and resuming continues the uninterrupted run exactly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pickle
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from metarule import base_model, rules, truncated
+from metarule.config import BaseModelConfig, ConfigError, RuleConfig, preset as get_preset
+from metarule.tasks import AUG_TARGETS, Task, TaskConfig, TaskSampler
+
+
+@dataclass(frozen=True)
+class MetaTrainConfig:
+    preset: str = "cpu"
+    init: str = rules.DEFAULT_INIT
+    seed: int = 0
+    tasks_per_step: int = 4                 # M, vmapped
+    # Truncation length U ~ uniform[lo, hi]; [2, 4] -> [8, 15] over the curriculum (App. H.2).
+    unroll_start: tuple[int, int] = (2, 4)
+    unroll_end: tuple[int, int] = (8, 15)
+    curriculum_steps: int = 50_000
+    # Inner-step budget of a group of tasks, uniform in [lo, hi].
+    budget: tuple[int, int] = (100, 1000)
+    # Adam with a piecewise-constant schedule (3e-4 -> 1e-4 -> 2e-5 in the paper).
+    lr_values: tuple[float, ...] = (3e-4, 1e-4, 2e-5)
+    lr_boundaries: tuple[int, ...] = (100_000, 150_000)
+    clip_norm: float = 5.0
+    ways: tuple[int, ...] = (10, 13, 14, 17, 20, 30)
+    shots: int = 10                         # support and query examples per class at max ways
+    datasets: tuple[str, ...] = ("glyphs14", "patches16", "stamps16")
+    dataset_weights: tuple[float, ...] = (0.5, 0.25, 0.25)
+    depths: tuple[int, ...] = (2, 3, 4, 5)
+    widths: tuple[int, ...] = (64, 128, 256, 512)
+    checkpoint_every_s: float = 300.0
+    eval_every_s: float = 600.0
+    eval_datasets: tuple[str, ...] = ("mnist14", "fashion_mnist14", "polarity")
+    eval_steps: int = 200                   # inner steps of a fresh base model per evaluation
+    eval_seeds: int = 5
+    eval_widths: tuple[int, ...] = (128, 128, 128, 128)
+
+    def __post_init__(self):
+        if self.tasks_per_step < 1:
+            raise ConfigError("tasks_per_step must be >= 1")
+        for lo, hi in (self.unroll_start, self.unroll_end, self.budget):
+            if not 1 <= lo <= hi:
+                raise ConfigError(f"ranges must satisfy 1 <= lo <= hi, got ({lo}, {hi})")
+        if len(self.lr_values) != len(self.lr_boundaries) + 1:
+            raise ConfigError("lr_values needs exactly one more entry than lr_boundaries")
+        if self.clip_norm <= 0:
+            raise ConfigError("clip_norm must be > 0")
+
+    @property
+    def rule_cfg(self) -> RuleConfig:
+        return get_preset(self.preset)
+
+    @property
+    def max_ways(self) -> int:
+        return max(*self.ways, TaskConfig.named_ways)
+
+    @property
+    def k(self) -> int:
+        return self.shots * self.max_ways
+
+    @property
+    def n_targets(self) -> int:
+        return self.max_ways + len(AUG_TARGETS)
+
+
+# What an hour on 2 CPU cores can afford: one small base-model shape per dataset (so few
+# compilations), 10-way tasks, a faster curriculum and a larger Adam step than the paper's.
+CPU_OVERRIDES = dict(widths=(64,), depths=(2,), ways=(10,), unroll_end=(6, 10),
+                     curriculum_steps=1000, budget=(100, 400), lr_values=(1e-3, 3e-4, 1e-4),
+                     lr_boundaries=(2000, 6000))
+
+
+def default_config(preset: str = "cpu", **overrides) -> MetaTrainConfig:
+    """The paper's meta-training settings, or for the `cpu` preset CPU_OVERRIDES on top."""
+    base = dict(CPU_OVERRIDES) if preset == "cpu" else {}
+    return MetaTrainConfig(preset=preset, **{**base, **overrides})
+
+
+def optimizer(cfg: MetaTrainConfig) -> optax.GradientTransformation:
+    """Clip at norm 5, then Adam on the paper's step schedule (App. H.2)."""
+    boundaries = {b: v / p for b, v, p in zip(cfg.lr_boundaries, cfg.lr_values[1:],
+                                              cfg.lr_values[:-1])}
+    schedule = optax.piecewise_constant_schedule(cfg.lr_values[0], boundaries)
+    return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), optax.adam(schedule))
+
+
+def unroll_length(cfg: MetaTrainConfig, step: int, rng: np.random.Generator) -> int:
+    frac = min(1.0, step / max(1, cfg.curriculum_steps))
+    lo = round(cfg.unroll_start[0] + frac * (cfg.unroll_end[0] - cfg.unroll_start[0]))
+    hi = round(cfg.unroll_start[1] + frac * (cfg.unroll_end[1] - cfg.unroll_start[1]))
+    return int(rng.integers(lo, hi + 1))
+
+
+# ----------------------------------------------------------------------------- task groups
+
+class Group(NamedTuple):
+    index: int
+    tasks: list[Task]
+    activation: str
+    budget: int
+
+
+def task_config(cfg: MetaTrainConfig) -> TaskConfig:
+    return TaskConfig(datasets=cfg.datasets, dataset_weights=cfg.dataset_weights,
+                      ways=cfg.ways, dataset_ways=tuple((d, cfg.ways) for d in cfg.datasets),
+                      depths=cfg.depths, widths=cfg.widths, inner_batch=cfg.rule_cfg.inner_batch,
+                      k_per_class=cfg.shots)
+
+
+def sample_group(sampler: TaskSampler, cfg: MetaTrainConfig, index: int) -> Group:
+    """M tasks of one dataset and one architecture (the lead task's), drawn from (seed, index)."""
+    rng = np.random.default_rng([cfg.seed, index, 1])
+    lead = sampler.sample(rng=rng)
+    tasks = [lead] + [dataclasses.replace(sampler.sample(rng=rng, dataset=lead.dataset),
+                                          hidden=lead.hidden)
+                      for _ in range(cfg.tasks_per_step - 1)]
+    budget = int(rng.integers(cfg.budget[0], cfg.budget[1] + 1))
+    return Group(index, tasks, "relu", budget)
+
+
+def init_group_params(group: Group, cfg: MetaTrainConfig) -> base_model.Params:
+    """Fresh base models, stacked on a leading task axis."""
+    mcfg = BaseModelConfig(group.tasks[0].input_dim, hidden=group.tasks[0].hidden)
+    keys = jax.random.split(jax.random.PRNGKey(cfg.seed * 1_000_003 + group.index),
+                            len(group.tasks))
+    return jax.vmap(lambda k: base_model.init(k, mcfg))(keys)
+
+
+def fixed_size_labeled(task: Task, rng: np.random.Generator, cfg: MetaTrainConfig):
+    """Support and query sets of exactly K = shots * max_ways rows and n_targets columns for any
+    number of ways, so that every task of a shape compiles once. Rows go round robin over the
+    classes (balanced); the one-hot is zero-padded, which leaves the centred, normalised targets
+    of the meta-objective unchanged."""
+    per_class = 2 * math.ceil(cfg.k / task.ways)
+    x, y = task.labeled(rng, per_class)
+    half = len(x) // 2
+    pad = np.zeros((len(y), cfg.n_targets - y.shape[1]), np.float32)
+    y = np.concatenate([y[:, :task.ways], pad, y[:, task.ways:]], axis=1)
+    return x[:cfg.k], y[:cfg.k], x[half:half + cfg.k], y[half:half + cfg.k]
+
+
+def step_data(group: Group, cfg: MetaTrainConfig, step: int, unroll: int):
+    rng = np.random.default_rng([cfg.seed, step, 2])
+    batches = np.stack([t.unlabeled_batches(rng, unroll) for t in group.tasks])
+    labeled = [fixed_size_labeled(t, rng, cfg) for t in group.tasks]
+    labeled = truncated.LabeledBatch(*(jnp.asarray(np.stack(a)) for a in zip(*labeled)))
+    return jnp.asarray(batches), labeled
+
+
+# ----------------------------------------------------------------------------- training state
+
+class TrainState(NamedTuple):
+    theta: dict
+    opt_state: optax.OptState
+    step: int
+    group_index: int
+    group_start: int           # outer step at which the current group was drawn
+    inner_steps: int           # inner steps the current group has taken
+    params: base_model.Params  # the group's base models (leading task axis)
+    dropped: int               # non-finite meta-gradients dropped so far
+    elapsed_s: float
+
+
+def init_state(cfg: MetaTrainConfig, sampler: TaskSampler) -> tuple[TrainState, Group]:
+    theta = rules.init_rule(cfg.init, cfg.rule_cfg, jax.random.PRNGKey(cfg.seed))
+    group = sample_group(sampler, cfg, 0)
+    state = TrainState(theta, optimizer(cfg).init(theta), 0, 0, 0, 0,
+                       init_group_params(group, cfg), 0, 0.0)
+    return state, group
+
+
+def grad_is_finite(tree) -> bool:
+    return all(bool(jnp.isfinite(a).all()) for a in jax.tree_util.tree_leaves(tree))
+
+
+def train_step(state: TrainState, group: Group, cfg: MetaTrainConfig, sampler: TaskSampler
+               ) -> tuple[TrainState, Group, dict]:
+    """One outer step: a truncation on every task of the group, one Adam step on theta."""
+    rng = np.random.default_rng([cfg.seed, state.step, 3])
+    unroll = unroll_length(cfg, state.step, rng)
+    batches, labeled = step_data(group, cfg, state.step, unroll)
+    loss, params, grad, _ = truncated.truncated_grad(state.theta, state.params, batches, labeled,
+                                                     cfg.rule_cfg, group.activation)
+    finite = grad_is_finite(grad) and grad_is_finite(params)
+    grad_norm = float(optax.global_norm(grad)) if finite else float("nan")
+    theta, opt_state, dropped = state.theta, state.opt_state, state.dropped
+    if finite:
+        updates, opt_state = optimizer(cfg).update(grad, opt_state, theta)
+        theta = optax.apply_updates(theta, updates)
+    else:  # dropped and counted, never applied; the tasks restart from fresh base models
+        dropped += 1
+    inner_steps = state.inner_steps + unroll
+    metrics = {"step": state.step, "meta_loss": float(loss), "grad_norm": grad_norm,
+               "unroll": unroll, "dataset": group.tasks[0].dataset,
+               "width": group.tasks[0].hidden[0], "depth": len(group.tasks[0].hidden),
+               "inner_step": inner_steps, "dropped": dropped}
+    group_index, group_start = state.group_index, state.group_start
+    if inner_steps >= group.budget or not finite:
+        group_index += 1
+        group_start, inner_steps = state.step + 1, 0
+        group = sample_group(sampler, cfg, group_index)
+        params = init_group_params(group, cfg)
+    state = TrainState(theta, opt_state, state.step + 1, group_index, group_start, inner_steps,
+                       params, dropped, state.elapsed_s)
+    return state, group, metrics
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def _atomic_write(path: Path, payload: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(payload)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(run_dir: Path, state: TrainState, cfg: MetaTrainConfig) -> None:
+    """checkpoint.pkl (whole state) and theta.npz (a loadable rule), each written atomically."""
+    host = jax.tree_util.tree_map(np.asarray, state)
+    _atomic_write(run_dir / "checkpoint.pkl",
+                  pickle.dumps({"state": host, "config": dataclasses.asdict(cfg)}))
+    rules.save_rule(run_dir / "theta.npz", state.theta, cfg.rule_cfg,
+                    {"name": run_dir.name, "meta_trained": True, "outer_steps": state.step,
+                     "preset": cfg.preset, "init": cfg.init, "seconds": round(state.elapsed_s)})
+
+
+def load_checkpoint(run_dir: Path) -> tuple[TrainState, MetaTrainConfig]:
+    path = run_dir / "checkpoint.pkl"
+    try:
+        with open(path, "rb") as f:
+            blob = pickle.load(f)
+    except (OSError, pickle.UnpicklingError, EOFError) as e:
+        raise ConfigError(f"cannot resume from {path}: {e}; start a new run with a new --out")
+    cfg_dict = {k: tuple(v) if isinstance(v, list) else v for k, v in blob["config"].items()}
+    cfg = MetaTrainConfig(**cfg_dict)
+    state = jax.tree_util.tree_map(jnp.asarray, blob["state"])
+    state = state._replace(step=int(state.step), group_index=int(state.group_index),
+                           group_start=int(state.group_start),
+                           inner_steps=int(state.inner_steps), dropped=int(state.dropped),
+                           elapsed_s=float(state.elapsed_s))
+    return state, cfg
+
+
+# ----------------------------------------------------------------------------- continuous evaluation
+
+def evaluate_theta(theta, cfg: MetaTrainConfig, datasets: dict, n_test: int = 2000) -> list[dict]:
+    """Fresh base models trained by theta on held-out data: 10-shot accuracy (logistic readout)
+    and the held-out meta-objective (10-way 10-shot ridge on the test split), over seeds."""
+    from metarule import evaluate, meta_objective
+    from metarule.train import train_base_model
+
+    current = rules.Rule(theta, cfg.rule_cfg, "current", {})
+    out = []
+    for name, ds in datasets.items():
+        x_test, y_test = ds.x_test[:n_test], ds.y_test[:n_test]
+        objectives = []
+
+        def fit(x_lab, y_lab, seed):
+            params = train_base_model(current, ds.x_train, cfg.eval_steps, cfg.eval_widths,
+                                      seed=seed, progress=False)
+            rng = np.random.default_rng(seed)
+            idx_a = evaluate.sample_shots(y_test, cfg.shots, seed)
+            idx_b = evaluate.sample_shots(y_test, cfg.shots, seed + 10_000)
+            y_a, y_b = (np.eye(ds.num_classes, dtype=np.float32)[y_test[i]] for i in (idx_a, idx_b))
+            del rng
+            objectives.append(float(meta_objective.meta_objective(
+                params, jnp.asarray(x_test[idx_a]), jnp.asarray(y_a), jnp.asarray(x_test[idx_b]),
+                jnp.asarray(y_b))))
+            return evaluate.model_embed_fn(params)
+
+        res = evaluate.fitted_few_shot_accuracy(fit, ds.x_train, ds.y_train, x_test, y_test,
+                                                shots=cfg.shots, seeds=cfg.eval_seeds)
+        out.append({"kind": "eval", "dataset": name, "accuracy": res.mean,
+                    "accuracy_stderr": res.stderr, "accuracies": res.accuracies,
+                    "meta_objective": float(np.mean(objectives)),
+                    "meta_objective_stderr": float(np.std(objectives, ddof=1)
+                                                   / math.sqrt(len(objectives)))})
+    return out
+
+
+# ----------------------------------------------------------------------------- the run
+
+def plot_run(run_dir: Path) -> Path:
+    """meta-objective over training for the training tasks and the held-out sets (Fig. 3)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
+    train = [r for r in rows if r.get("kind") == "train"]
+    evals = [r for r in rows if r.get("kind") == "eval"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    if train:
+        steps = np.array([r["step"] for r in train])
+        loss = np.array([r["meta_loss"] for r in train])
+        window = max(1, len(loss) // 50)
+        smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
+        axes[0].plot(steps, loss, ".", alpha=0.15, color="gray")
+        axes[0].plot(steps[window - 1:], smooth, label=f"training tasks (mean of {window})")
+    for name in sorted({r["dataset"] for r in evals}):
+        pts = [r for r in evals if r["dataset"] == name]
+        axes[0].errorbar([r["step"] for r in pts], [r["meta_objective"] for r in pts],
+                         [r["meta_objective_stderr"] for r in pts], marker="o",
+                         label=f"{name} (held out)")
+        axes[1].errorbar([r["step"] for r in pts], [r["accuracy"] for r in pts],
+                         [r["accuracy_stderr"] for r in pts], marker="o", label=name)
+    axes[0].set(xlabel="outer step", ylabel="meta-objective (lower is better)")
+    axes[1].set(xlabel="outer step", ylabel="10-shot accuracy (held out)")
+    for ax in axes:
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = run_dir / "meta_training.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
+        steps: int | None = None, resume: bool = False, progress: bool = True) -> TrainState:
+    """Meta-train until `hours` of wall time or `steps` outer steps (whichever comes first),
+    checkpointing every cfg.checkpoint_every_s and at exit; evaluate every cfg.eval_every_s."""
+    from tqdm import tqdm
+
+    from metarule import data
+
+    run_dir = Path(run_dir)
+    # Compiled rules survive restarts and are shared by every process of the machine.
+    jax.config.update("jax_compilation_cache_dir",
+                      os.environ.get("METARULE_JAX_CACHE",
+                                     str(Path.home() / ".cache" / "metarule" / "jax")))
+    if resume:
+        state, cfg = load_checkpoint(run_dir)
+    else:
+        if (run_dir / "checkpoint.pkl").exists():
+            raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or "
+                              f"choose another --out")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    sampler = TaskSampler(task_config(cfg), cfg.seed)
+    if not resume:
+        state, group = init_state(cfg, sampler)
+    else:
+        group = sample_group(sampler, cfg, state.group_index)
+    held_out = {name: data.load(name) for name in cfg.eval_datasets}
+    deadline = time.monotonic() + hours * 3600 if hours else math.inf
+    last_step = state.step + steps if steps is not None else None
+    t0, elapsed0 = time.monotonic(), state.elapsed_s
+    last_ckpt = last_eval = time.monotonic()
+    if not resume and cfg.eval_every_s > 0:
+        last_eval = -math.inf  # evaluate the starting rule first
+    log = open(run_dir / "metrics.jsonl", "a")
+    bar = tqdm(disable=not progress, unit="step", desc="meta-train", initial=state.step)
+    try:
+        while time.monotonic() < deadline and (last_step is None or state.step < last_step):
+            if time.monotonic() - last_eval >= cfg.eval_every_s > 0:
+                for row in evaluate_theta(state.theta, cfg, held_out):
+                    log.write(json.dumps({**row, "step": state.step,
+                                          "time_s": round(state.elapsed_s, 1)}) + "\n")
+                log.flush()
+                last_eval = time.monotonic()
+            t_step = time.monotonic()
+            state, group, metrics = train_step(state, group, cfg, sampler)
+            state = state._replace(elapsed_s=elapsed0 + time.monotonic() - t0)
+            metrics.update(kind="train", time_s=round(state.elapsed_s, 1),
+                           tasks_per_s=round(cfg.tasks_per_step / (time.monotonic() - t_step), 2))
+            log.write(json.dumps(metrics) + "\n")
+            left = deadline - time.monotonic()
+            bar.set_postfix_str(f"loss {metrics['meta_loss']:.3f} |g| {metrics['grad_norm']:.3g} "
+                                f"tasks/s {metrics['tasks_per_s']} nan {metrics['dropped']}"
+                                + (f" left {left / 60:.0f}m" if math.isfinite(left) else ""))
+            bar.update(1)
+            if time.monotonic() - last_ckpt >= cfg.checkpoint_every_s:
+                log.flush()
+                save_checkpoint(run_dir, state, cfg)
+                last_ckpt = time.monotonic()
+    finally:
+        bar.close()
+        log.close()
+        save_checkpoint(run_dir, state, cfg)
+        plot_run(run_dir)
+    return state
+
+
+def cli_main(args) -> int:
+    """`metarule meta-train` (arguments defined in metarule.cli)."""
+    overrides = {"seed": args.seed, "init": args.init, "tasks_per_step": args.tasks_per_step}
+    cfg = default_config(args.preset or "cpu",
+                         **{k: v for k, v in overrides.items() if v is not None})
+    if getattr(args, "backend", "local") == "ray":
+        from metarule import distributed
+        distributed.run(cfg, args.out, hours=args.hours, steps=args.steps, resume=args.resume,
+                        workers=args.workers, address=args.address)
+    else:
+        run(cfg, args.out, hours=args.hours, steps=args.steps, resume=args.resume)
+    print(f"run written to {args.out}: theta.npz, checkpoint.pkl, metrics.jsonl, "
+          f"meta_training.png")
+    return 0
