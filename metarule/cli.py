@@ -1,0 +1,246 @@
+"""The `metarule` command line. Each verb parses its arguments and calls one library function.
+
+Bad input (unknown dataset, bad widths, missing model folder, ...) prints one line on stderr and
+exits with status 2; no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported as one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors instead of usage + error."""
+
+    def error(self, message):
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def widths_arg(text: str) -> tuple[int, ...]:
+    """'128,128,128,128' -> (128, 128, 128, 128); every width a positive integer."""
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        widths = ()
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(
+            f"widths must be comma-separated positive integers such as 128,128, got {text!r}")
+    return widths
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def count_arg(text: str) -> int:
+    """A non-negative integer (inner steps may be 0: the untrained model)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+# ----------------------------------------------------------------------------- verbs
+
+def cmd_data(args) -> int:
+    from metarule import data
+    return data.cli_list() if args.data_verb == "list" else data.cli_show(args.name, args.out)
+
+
+def cmd_train(args) -> int:
+    from metarule import train
+    record = train.train_to_dir(args.data, args.rule, args.steps, args.out, widths=args.widths,
+                                activation=args.activation, permute=args.permute,
+                                seed=args.seed, preset=args.preset)
+    print(f"trained {record['dataset']} for {record['steps']} steps with rule "
+          f"{record['rule']['name']} -> {args.out}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from metarule import train
+    result = train.evaluate_model(args.model, args.data, args.shots, args.seeds, args.readout)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        se = "n/a" if result["stderr"] is None else f"{100 * result['stderr']:.1f}"
+        print(f"{result['dataset']}: {args.shots}-shot {args.readout} accuracy "
+              f"{100 * result['mean']:.1f}% ± {se} (s.e., {args.seeds} seeds)")
+    return 0
+
+
+def cmd_experiment(args) -> int:
+    from metarule import experiments
+    size = "full" if args.full else "tiny" if args.tiny else "default"
+    result = experiments.run_experiment(args.name, size, args.rule, args.out, args.run_dir)
+    print(f"wrote {Path(args.out) / args.name}.json and .png ({result['command']})")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from metarule import report
+    print(f"wrote {report.write_report(args.results)}")
+    return 0
+
+
+def not_available(verb: str, module: str) -> int:
+    print(f"metarule {verb}: not available yet ({module} is not part of this version)",
+          file=sys.stderr)
+    return 1
+
+
+def optional_module(name: str):
+    """A module that other work adds (demo, outer), or None while it does not exist."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name != name:
+            raise
+        return None
+
+
+def cmd_demo(args) -> int:
+    demo = optional_module("metarule.demo")
+    return not_available("demo", "metarule.demo") if demo is None else demo.run(args) or 0
+
+
+def cmd_meta_train(args) -> int:
+    outer = optional_module("metarule.outer")
+    return not_available("meta-train", "metarule.outer") if outer is None \
+        else outer.cli_main(args) or 0
+
+
+def default_rule() -> str:
+    from metarule import rules
+    shipped = rules.shipped_rules()
+    return shipped[0] if shipped else "untrained"
+
+
+# ----------------------------------------------------------------------------- parser
+
+def build_parser() -> Parser:
+    from metarule.config import ACTIVATIONS
+    from metarule.experiments import EXPERIMENTS
+
+    p = Parser(prog="metarule", description="Meta-learned unsupervised learning rules "
+                                            "(Metz et al., ICLR 2019).")
+    sub = p.add_subparsers(dest="verb", required=True, parser_class=Parser)
+
+    d = sub.add_parser("data", help="list or show the datasets")
+    dsub = d.add_subparsers(dest="data_verb", required=True, parser_class=Parser)
+    dsub.add_parser("list", help="every dataset with counts, shape and source")
+    show = dsub.add_parser("show", help="save a grid of examples and print the card")
+    show.add_argument("name")
+    show.add_argument("--out", required=True, help="PNG file to write")
+    d.set_defaults(func=cmd_data)
+
+    t = sub.add_parser("train", help="train a base model with a rule on unlabeled data")
+    t.add_argument("--data", required=True, help="dataset name or path")
+    t.add_argument("--rule", required=True,
+                   help="shipped rule name, .npz path, 'untrained' or 'init:NAME'")
+    t.add_argument("--steps", type=count_arg, required=True, help="inner steps")
+    t.add_argument("--widths", type=widths_arg, default=(128, 128, 128, 128),
+                   help="hidden widths, e.g. 128,128,128,128")
+    t.add_argument("--activation", default="relu", choices=ACTIVATIONS)
+    t.add_argument("--permute", action="store_true", help="fixed random input permutation")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--preset", default="cpu", help="rule config for 'untrained' / 'init:NAME'")
+    t.add_argument("--out", required=True, help="model folder to write")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="few-shot accuracy of a trained model's embedding")
+    e.add_argument("--model", required=True, help="model folder, or 'random' (untrained)")
+    e.add_argument("--data", required=True, help="dataset name or path")
+    e.add_argument("--shots", type=positive_int, default=10, help="labeled examples per class")
+    e.add_argument("--seeds", type=positive_int, default=10)
+    e.add_argument("--readout", default="logistic", choices=("logistic", "ridge"))
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.set_defaults(func=cmd_eval)
+
+    x = sub.add_parser("experiment", help="run one of the paper's experiments")
+    x.add_argument("name", choices=list(EXPERIMENTS))
+    x.add_argument("run_dir", nargs="?", help="meta-training run folder (meta-curves only)")
+    size = x.add_mutually_exclusive_group()
+    size.add_argument("--full", action="store_true", help="the paper's sizes (hours)")
+    size.add_argument("--tiny", action="store_true", help="smoke-test sizes (seconds)")
+    x.add_argument("--rule", default=None, help="rule spec (default: the first shipped rule, "
+                                                "else 'untrained')")
+    x.add_argument("--out", default="results", help="results folder")
+    x.set_defaults(func=cmd_experiment)
+
+    r = sub.add_parser("report", help="write results/README.md from the results")
+    r.add_argument("--results", default="results", help="results folder")
+    r.set_defaults(func=cmd_report)
+
+    m = sub.add_parser("demo", help="the main job: train a base model with a rule and score it")
+    m.add_argument("--rule", default=None, help="rule spec (default: the first shipped rule, "
+                                                "else 'untrained')")
+    m.add_argument("--steps", type=count_arg, default=None, help="inner steps")
+    m.add_argument("--out", default=None, help="output folder")
+    m.set_defaults(func=cmd_demo)
+
+    mt = sub.add_parser("meta-train", help="meta-train a rule")
+    mt.add_argument("--preset", default="cpu")
+    mt.add_argument("--hours", type=float, default=None, help="wall-clock budget")
+    mt.add_argument("--steps", type=positive_int, default=None, help="outer steps")
+    mt.add_argument("--out", default="runs/meta-train", help="run folder")
+    mt.add_argument("--resume", action="store_true", help="continue from the run folder")
+    mt.add_argument("--init", default=None, help="named initial rule (rules.INITIAL_RULES)")
+    mt.add_argument("--backend", default="local", choices=("local", "ray"))
+    mt.add_argument("--address", default=None, help="Ray cluster address")
+    mt.add_argument("--workers", type=positive_int, default=None)
+    mt.add_argument("--tasks-per-step", type=positive_int, default=None)
+    mt.add_argument("--seed", type=int, default=0)
+    mt.set_defaults(func=cmd_meta_train)
+    return p
+
+
+def enable_compile_cache() -> None:
+    """Keep XLA programs on disk: a repeated command skips the ~10 s compile of the inner loop."""
+    import jax
+    from metarule.data.cache import cache_root
+    jax.config.update("jax_compilation_cache_dir", str(cache_root() / "jax"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the `metarule` command line; returns the exit status."""
+    from metarule import data, rules, train
+    from metarule.config import ConfigError
+    from metarule.experiments import ExperimentError
+
+    enable_compile_cache()
+    try:
+        args = build_parser().parse_args(argv)
+        if args.verb == "demo" and args.rule is None:
+            args.rule = default_rule()
+        return args.func(args)
+    except UsageError as e:
+        print(e, file=sys.stderr)
+        return EXIT_USAGE
+    except SystemExit as e:  # --help
+        return e.code if isinstance(e.code, int) else 0
+    except (data.DataError, ConfigError, rules.RuleError, train.ModelError,
+            ExperimentError) as e:
+        print(f"metarule: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except train.TrainError as e:
+        print(f"metarule: error: {e}", file=sys.stderr)
+        return 1
