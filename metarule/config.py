@@ -72,6 +72,9 @@ PRESETS: dict[str, RuleConfig] = {
     # Small enough for meta-training on 2 CPU cores; the choice is measured in docs/rule.md.
     "cpu": RuleConfig(delta_dims=8, h_size=16, grad_channels=4, top_delta_size=16,
                       inner_batch=64, inner_lr=3e-3),
+    # For tests and smoke runs only: seconds to compile, meaningless to meta-train.
+    "tiny": RuleConfig(delta_dims=4, h_size=8, grad_channels=2, top_delta_size=8,
+                       inner_batch=16, inner_lr=1e-2),
 }
 
 

@@ -210,7 +210,7 @@ def train_step(state: TrainState, group: Group, cfg: MetaTrainConfig, sampler: T
     loss, params, grad, _ = truncated.truncated_grad(state.theta, state.params, batches, labeled,
                                                      cfg.rule_cfg, group.activation)
     finite = grad_is_finite(grad) and grad_is_finite(params)
-    grad_norm = float(optax.global_norm(grad)) if finite else float("nan")
+    grad_norm = float(optax.tree.norm(grad)) if finite else float("nan")
     theta, opt_state, dropped = state.theta, state.opt_state, state.dropped
     if finite:
         updates, opt_state = optimizer(cfg).update(grad, opt_state, theta)
@@ -337,7 +337,8 @@ def plot_run(run_dir: Path) -> Path:
     axes[0].set(xlabel="outer step", ylabel="meta-objective (lower is better)")
     axes[1].set(xlabel="outer step", ylabel="10-shot accuracy (held out)")
     for ax in axes:
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     path = run_dir / "meta_training.png"
