@@ -1,0 +1,420 @@
+"""Asynchronous meta-training with Ray actors (Section 4.3, App. C, Algorithm 1 of App. F).
+
+Three kinds of actor, put together by the driver loop in `run`:
+
+* `Learner` (the parameter server): owns theta and the Adam state. It batches the gradients
+  that workers push until they cover `tasks_per_step` tasks, drops gradients that are
+  non-finite or computed on a theta more than `max_staleness` versions old, applies the
+  average (clip + Adam, `outer.optimizer`) and bumps the version. It checkpoints in the
+  format of `outer.save_checkpoint`, so either backend resumes the other's run, and it
+  restores the latest checkpoint when Ray restarts it.
+* `Worker`: keeps its own group of tasks and their base models across truncations (Algorithm
+  1's inner loop), computes one truncated meta-gradient on the theta it is handed, continues
+  from the final base-model state and draws a new group when the budget is spent.
+* `Evaluator`: scores theta on the held-out datasets off the training path.
+
+The driver keeps a {ref: worker} dict, waits for the first worker to finish, hands its
+gradient to the learner and resubmits that worker with the latest theta. A worker that dies is
+replaced by a new one; the replacements are counted in metrics.jsonl.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from metarule import outer, truncated
+from metarule.config import ConfigError
+from metarule.outer import MetaTrainConfig, TrainState
+
+MAX_STALENESS = 4
+
+
+class Published(NamedTuple):
+    """theta as the learner publishes it."""
+    theta: dict      # numpy leaves
+    version: int     # outer steps applied to theta
+    time_s: float    # meta-training seconds behind this version
+
+
+class Gradient(NamedTuple):
+    """One worker's truncated meta-gradient, as pushed to the learner."""
+    grad: dict       # numpy leaves; mean over the worker's tasks and unroll steps
+    version: int     # the theta version it was computed on
+    n_tasks: int
+    finite: bool     # gradient and final base models finite (outer.train_step's test)
+
+
+class Reply(NamedTuple):
+    """The learner's answer to one pushed gradient."""
+    step: int        # theta version after the push
+    applied: bool    # the push completed a batch and theta took an Adam step
+    staleness: int   # versions theta moved on while the gradient was computed
+    dropped: int     # non-finite gradients dropped so far (TrainState.dropped)
+    stale: int       # gradients dropped as too stale, this session
+    time_s: float
+
+
+class LearnerState(NamedTuple):
+    train: TrainState                # theta, Adam state, step, dropped, elapsed_s
+    pending: tuple[Gradient, ...]    # accepted gradients of the batch being filled
+    stale: int
+
+
+def use_compilation_cache() -> None:
+    """Share compiled programs between the actors of a machine and across restarts, in the
+    cache outer.run uses."""
+    jax.config.update("jax_compilation_cache_dir",
+                      os.environ.get("METARULE_JAX_CACHE",
+                                     str(Path.home() / ".cache" / "metarule" / "jax")))
+
+
+def tree_finite(tree) -> bool:
+    return all(np.isfinite(a).all() for a in jax.tree_util.tree_leaves(tree))
+
+
+def to_host(tree) -> dict:
+    return jax.tree_util.tree_map(np.asarray, tree)
+
+
+# ----------------------------------------------------------------------------- the learner
+
+def mean_gradient(grads: tuple[Gradient, ...]) -> dict:
+    """Average weighted by tasks, so that the batch is the mean over all its tasks."""
+    total = sum(g.n_tasks for g in grads)
+    return jax.tree_util.tree_map(lambda *leaves: sum(
+        (g.n_tasks / total) * np.asarray(a) for g, a in zip(grads, leaves)),
+        *(g.grad for g in grads))
+
+
+def push_gradient(state: LearnerState, g: Gradient, cfg: MetaTrainConfig, max_staleness: int,
+         apply: Callable) -> tuple[LearnerState, bool, int]:
+    """Accept, batch or drop one gradient; step theta once the batch covers tasks_per_step.
+
+    Args:
+      apply: (theta, opt_state, grad) -> (theta, opt_state), the clipped Adam step.
+    Returns:
+      (new state, whether theta stepped, staleness of g).
+    """
+    train = state.train
+    staleness = train.step - g.version
+    if not (g.finite and tree_finite(g.grad)):
+        return state._replace(train=train._replace(dropped=train.dropped + 1)), False, staleness
+    # A version from the future is from before a learner restart: its theta is gone.
+    if not 0 <= staleness <= max_staleness:
+        return state._replace(stale=state.stale + 1), False, staleness
+    pending = state.pending + (g,)
+    if sum(p.n_tasks for p in pending) < cfg.tasks_per_step:
+        return state._replace(pending=pending), False, staleness
+    theta, opt_state = apply(train.theta, train.opt_state, mean_gradient(pending))
+    train = train._replace(theta=theta, opt_state=opt_state, step=train.step + 1)
+    return LearnerState(train, (), state.stale), True, staleness
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+class Learner:
+    """The parameter server. Restarted without limit by Ray; the constructor restores the
+    latest checkpoint, so a restart loses at most `checkpoint_every_s` of steps. Calls made
+    while it restarts are retried (at least once): a retried push of a gradient from a lost
+    version is dropped as stale."""
+
+    def __init__(self, cfg: MetaTrainConfig, run_dir: str, max_staleness: int = MAX_STALENESS):
+        use_compilation_cache()
+        self.cfg, self.run_dir, self.max_staleness = cfg, Path(run_dir), max_staleness
+        opt = outer.optimizer(cfg)
+
+        def apply(theta, opt_state, grad):
+            updates, opt_state = opt.update(grad, opt_state, theta)
+            return optax.apply_updates(theta, updates), opt_state
+
+        self.apply = jax.jit(apply)
+        sampler = outer.TaskSampler(outer.task_config(cfg), cfg.seed)
+        if (self.run_dir / "checkpoint.pkl").exists():
+            train, _ = outer.load_checkpoint(self.run_dir)
+            handoff = outer.sample_group(sampler, cfg, train.group_index + 1)
+            params = outer.init_group_params(handoff, cfg)
+        else:
+            train, handoff = outer.init_state(cfg, sampler)
+            params = train.params
+        # Workers keep their own tasks, so a checkpoint hands the local backend a fresh group
+        # (one it has not used) with new base models.
+        self.train_fields = dict(group_index=handoff.index, group_start=train.step,
+                                 inner_steps=0, params=params)
+        self.state = LearnerState(train._replace(params=None), (), 0)
+        self.t0, self.elapsed0 = time.monotonic(), train.elapsed_s
+        self.last_ckpt = time.monotonic()
+
+    def elapsed(self) -> float:
+        return self.elapsed0 + time.monotonic() - self.t0
+
+    def get_theta(self) -> Published:
+        train = self.state.train
+        return Published(to_host(train.theta), train.step, round(self.elapsed(), 1))
+
+    def push(self, g: Gradient) -> Reply:
+        self.state, applied, staleness = push_gradient(self.state, g, self.cfg,
+                                                       self.max_staleness, self.apply)
+        if time.monotonic() - self.last_ckpt >= self.cfg.checkpoint_every_s:
+            self.checkpoint()
+        train = self.state.train
+        return Reply(train.step, applied, staleness, train.dropped, self.state.stale,
+                     round(self.elapsed(), 1))
+
+    def checkpoint(self) -> TrainState:
+        """Write checkpoint.pkl and theta.npz atomically; returns the saved state."""
+        train = self.state.train._replace(elapsed_s=self.elapsed(), **self.train_fields)
+        outer.save_checkpoint(self.run_dir, train, self.cfg)
+        self.last_ckpt = time.monotonic()
+        return train
+
+
+# ----------------------------------------------------------------------------- workers
+
+def worker_seed(seed: int, uid: int, start_step: int) -> int:
+    """A task stream of its own for every worker, also after replacements and resumes."""
+    return int(np.random.SeedSequence([seed, uid, start_step]).generate_state(1)[0] >> 1)
+
+
+class WorkerState(NamedTuple):
+    group: outer.Group
+    params: object     # the group's base models (leading task axis)
+    inner_steps: int   # taken by the current group
+    truncations: int   # computed by this worker: seeds the data and unroll length
+
+
+def new_group(cfg: MetaTrainConfig, sampler, index: int, truncations: int) -> WorkerState:
+    group = outer.sample_group(sampler, cfg, index)
+    return WorkerState(group, outer.init_group_params(group, cfg), 0, truncations)
+
+
+def truncation(state: WorkerState, pub: Published, cfg: MetaTrainConfig, sampler
+               ) -> tuple[WorkerState, Gradient, dict]:
+    """outer.train_step's truncation with the worker's own data stream and the learner's step
+    for the curriculum; the group is replaced when its budget is spent or it diverged."""
+    rng = np.random.default_rng([cfg.seed, state.truncations, 3])
+    unroll = outer.unroll_length(cfg, pub.version, rng)
+    batches, labeled = outer.step_data(state.group, cfg, state.truncations, unroll)
+    loss, params, grad, _ = truncated.truncated_grad(pub.theta, state.params, batches, labeled,
+                                                     cfg.rule_cfg, state.group.activation)
+    finite = outer.grad_is_finite(grad) and outer.grad_is_finite(params)
+    inner_steps = state.inner_steps + unroll
+    n_tasks, task = len(state.group.tasks), state.group.tasks[0]
+    info = {"meta_loss": float(loss),
+            "grad_norm": float(optax.global_norm(grad)) if finite else float("nan"),
+            "unroll": unroll, "dataset": task.dataset, "width": task.hidden[0],
+            "depth": len(task.hidden), "group": state.group.index, "inner_step": inner_steps}
+    if inner_steps >= state.group.budget or not finite:
+        state = new_group(cfg, sampler, state.group.index + 1, state.truncations + 1)
+    else:
+        state = WorkerState(state.group, params, inner_steps, state.truncations + 1)
+    return state, Gradient(to_host(grad), pub.version, n_tasks, finite), info
+
+
+@ray.remote(num_cpus=1)
+class Worker:
+    """Not restarted by Ray: the driver replaces a dead worker with a new one (new tasks)."""
+
+    def __init__(self, cfg: MetaTrainConfig, uid: int, start_step: int, tasks: int):
+        use_compilation_cache()
+        self.cfg = dataclasses.replace(cfg, seed=worker_seed(cfg.seed, uid, start_step),
+                                       tasks_per_step=tasks)
+        self.sampler = outer.TaskSampler(outer.task_config(self.cfg), self.cfg.seed)
+        self.state = new_group(self.cfg, self.sampler, 0, 0)
+
+    @ray.method(num_returns=2)
+    def compute(self, pub: Published) -> tuple[Gradient, dict]:
+        """(gradient for the learner, metrics for the driver): two objects, so the gradient
+        goes from worker to learner without passing through the driver."""
+        self.state, grad, info = truncation(self.state, pub, self.cfg, self.sampler)
+        return grad, info
+
+
+@ray.remote(num_cpus=0)
+class Evaluator:
+    """outer.evaluate_theta on the held-out datasets, loaded once."""
+
+    def __init__(self, cfg: MetaTrainConfig):
+        from metarule import data
+        use_compilation_cache()
+        self.cfg = cfg
+        self.datasets = {name: data.load(name) for name in cfg.eval_datasets}
+
+    def evaluate(self, pub: Published) -> list[dict]:
+        theta = jax.tree_util.tree_map(jnp.asarray, pub.theta)
+        return [{**row, "step": pub.version, "time_s": pub.time_s}
+                for row in outer.evaluate_theta(theta, self.cfg, self.datasets)]
+
+
+# ----------------------------------------------------------------------------- the driver
+
+class Slot(NamedTuple):
+    uid: int
+    actor: ray.actor.ActorHandle
+    grad_ref: ray.ObjectRef
+
+
+@dataclasses.dataclass
+class Pool:
+    """The driver's view of the workers: pending[info ref] -> the worker computing it."""
+    cfg: MetaTrainConfig
+    tasks: int                      # tasks per worker
+    learner: ray.actor.ActorHandle
+    pending: dict = dataclasses.field(default_factory=dict)
+    next_uid: int = 0
+    replaced: int = 0               # dead workers replaced
+
+    def submit(self, uid: int, actor, theta_ref) -> None:
+        grad_ref, info_ref = actor.compute.remote(theta_ref)
+        self.pending[info_ref] = Slot(uid, actor, grad_ref)
+
+    def spawn(self, theta_ref, start_step: int) -> None:
+        uid, self.next_uid = self.next_uid, self.next_uid + 1
+        self.submit(uid, Worker.remote(self.cfg, uid, start_step, self.tasks), theta_ref)
+
+
+def tasks_per_s(arrivals: collections.deque, tasks: int) -> float:
+    """Throughput over the recent arrivals (monotonic times) of gradients of `tasks` tasks."""
+    if len(arrivals) < 2 or arrivals[-1] <= arrivals[0]:
+        return 0.0
+    return round(tasks * (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]), 2)
+
+
+def prepare_run_dir(cfg: MetaTrainConfig, run_dir: Path, resume: bool) -> MetaTrainConfig:
+    """outer.run's rules: resume takes the checkpoint's config; a new run needs a free folder."""
+    if resume:
+        return outer.load_checkpoint(run_dir)[1]
+    if (run_dir / "checkpoint.pkl").exists():
+        raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or "
+                          f"choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    return cfg
+
+
+def connect(address: str | None, workers: int | None) -> bool:
+    """Join the cluster at `address`, or start a quiet local instance with one CPU per worker.
+    Returns whether this call started Ray (and so must shut it down)."""
+    if ray.is_initialized():
+        return False
+    # No dashboard or usage reporting: nothing outside the cluster is contacted.
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address:
+        ray.init(address=address, logging_level=logging.ERROR)
+    else:
+        ray.init(num_cpus=workers or os.cpu_count(), include_dashboard=False,
+                 logging_level=logging.ERROR)
+    return True
+
+
+def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
+        steps: int | None = None, resume: bool = False, workers: int | None = 2,
+        address: str | None = None, progress: bool = True, *,
+        max_staleness: int = MAX_STALENESS, tasks_per_worker: int | None = None,
+        on_result: Callable[[Pool, dict], None] | None = None) -> TrainState:
+    """Meta-train asynchronously until `hours` of wall time or `steps` outer steps.
+
+    Args:
+      workers: Worker actors; None for one per CPU of the cluster.
+      address: a running Ray cluster ("auto", "HOST:6379"); None starts a local one.
+      max_staleness: drop gradients computed on a theta this many versions old or older + 1.
+      tasks_per_worker: tasks each worker vmaps; by default tasks_per_step is split between
+        the workers, and the learner batches gradients until they cover tasks_per_step.
+      on_result: called with (pool, metrics row) after each gradient (tests kill workers).
+    Returns:
+      The final checkpointed TrainState (its params are a fresh group for the local backend).
+    """
+    from tqdm import tqdm
+
+    run_dir = Path(run_dir).resolve()
+    cfg = prepare_run_dir(cfg, run_dir, resume)
+    started = connect(address, workers)
+    workers = workers or int(ray.cluster_resources().get("CPU", 1))
+    tasks = tasks_per_worker or max(1, cfg.tasks_per_step // workers)
+    # The learner writes run_dir: keep it (and its restarts) on the driver's machine.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    learner = Learner.options(scheduling_strategy=here).remote(cfg, str(run_dir), max_staleness)
+    evaluator = (Evaluator.options(scheduling_strategy=here).remote(cfg)
+                 if cfg.eval_every_s > 0 else None)
+    theta_ref = learner.get_theta.remote()
+    pub = ray.get(theta_ref)
+    start = pub.version
+    pool = Pool(cfg, tasks, learner)
+    for _ in range(workers):
+        pool.spawn(theta_ref, start)
+
+    deadline = time.monotonic() + hours * 3600 if hours else math.inf
+    last_step = start + steps if steps is not None else None
+    eval_ref, last_eval = None, (time.monotonic() if resume else -math.inf)
+    arrivals = collections.deque(maxlen=32)
+    log = open(run_dir / "metrics.jsonl", "a")
+    bar = tqdm(disable=not progress, unit="step", desc="meta-train (ray)", initial=start,
+               total=last_step)
+    step = start
+
+    def write_eval(ref) -> None:
+        for row in ray.get(ref):
+            log.write(json.dumps(row) + "\n")
+        log.flush()
+
+    try:
+        while time.monotonic() < deadline and (last_step is None or step < last_step):
+            if evaluator and eval_ref is None and time.monotonic() - last_eval >= cfg.eval_every_s:
+                eval_ref, last_eval = evaluator.evaluate.remote(theta_ref), time.monotonic()
+            if eval_ref is not None and ray.wait([eval_ref], timeout=0)[0]:
+                write_eval(eval_ref)
+                eval_ref = None
+            ready, _ = ray.wait(list(pool.pending), num_returns=1, timeout=1.0)
+            if not ready:
+                continue
+            slot = pool.pending.pop(ready[0])
+            try:
+                info = ray.get(ready[0])
+            except ray.exceptions.RayActorError:
+                pool.replaced += 1
+                pool.spawn(theta_ref, step)
+                continue
+            reply = ray.get(learner.push.remote(slot.grad_ref))
+            if reply.applied:
+                theta_ref = learner.get_theta.remote()
+            pool.submit(slot.uid, slot.actor, theta_ref)
+            step = reply.step
+            arrivals.append(time.monotonic())
+            row = {"kind": "train", "step": step, **info, "dropped": reply.dropped,
+                   "stale": reply.stale, "staleness": reply.staleness, "applied": reply.applied,
+                   "worker": slot.uid, "replaced": pool.replaced,
+                   "tasks_per_s": tasks_per_s(arrivals, tasks), "time_s": reply.time_s}
+            log.write(json.dumps(row) + "\n")
+            left = deadline - time.monotonic()
+            bar.set_postfix_str(f"loss {row['meta_loss']:.3f} |g| {row['grad_norm']:.3g} "
+                                f"tasks/s {row['tasks_per_s']} nan {reply.dropped} "
+                                f"stale {reply.stale} replaced {pool.replaced}"
+                                + (f" left {left / 60:.0f}m" if math.isfinite(left) else ""))
+            bar.update(step - bar.n)
+            if on_result is not None:
+                on_result(pool, row)
+    finally:
+        bar.close()
+        if eval_ref is not None:  # an evaluation in flight is worth its wait
+            write_eval(eval_ref)
+        state = ray.get(learner.checkpoint.remote())
+        log.close()
+        for actor in [slot.actor for slot in pool.pending.values()] + [learner, evaluator]:
+            if actor is not None:
+                ray.kill(actor)
+        if started:
+            ray.shutdown()
+        outer.plot_run(run_dir)
+    return state
