@@ -27,7 +27,7 @@ class Size:
 
 
 SIZES = {
-    "tiny": Size(("relu", "step"), (0, 2, 4), 2, n_train=500, n_test=200, widths=(16, 16)),
+    "tiny": Size(("step",), (0, 2, 4), 2, n_train=500, n_test=200, widths=(16, 16)),
     "default": Size(ALL, (0, 50, 200), 3, n_test=2000),
     "full": Size(ALL, (0, 300, 1000, 3000), 10),
 }

@@ -29,7 +29,7 @@ class Size:
 
 
 SIZES = {
-    "tiny": Size(("moons", "mnist14"), 4, 200, 2, 500, (16, 16)),
+    "tiny": Size(("moons",), 2, 200, 2, 500, (16, 16)),
     "default": Size(("moons", "mnist14"), 300, 1000, 3),
     "full": Size(("moons", "mnist14"), 3000, 2000, 10),
 }

@@ -57,7 +57,7 @@ def pixel_filters(params, n: int) -> np.ndarray:
 def run(size: Size, ctx: common.Context) -> dict:
     out = {}
     for name in size.datasets:
-        ds = common.load(name, size.n_train, 0)
+        ds = common.load(name, size.n_train, 100)  # the test split is unused
         snaps = []
 
         def callback(step, params):
