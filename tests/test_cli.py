@@ -1,0 +1,85 @@
+"""The command line: parsing, one-line errors with exit status 2, and a train -> eval run."""
+import json
+
+import pytest
+
+from metarule import cli
+
+
+def run(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--data", "no_such_data", "--rule", "untrained", "--steps", "2", "--out", "m"],
+     "unknown dataset 'no_such_data'"),
+    (["train", "--data", "moons", "--rule", "untrained", "--steps", "2", "--widths", "0,5",
+      "--out", "m"], "widths must be comma-separated positive integers"),
+    (["train", "--data", "moons", "--rule", "untrained", "--steps", "2", "--widths", "a",
+      "--out", "m"], "widths must be"),
+    (["train", "--data", "moons", "--rule", "no_such_rule", "--steps", "2", "--out", "m"],
+     "unknown rule 'no_such_rule'"),
+    (["eval", "--model", "no/such/dir", "--data", "moons"], "no model in no/such/dir"),
+    (["eval", "--model", "random", "--data", "moons", "--shots", "0"], "positive integer"),
+    (["eval", "--model", "random", "--data", "moons", "--shots", "5000"], "shots were requested"),
+    (["experiment", "no-such-experiment"], "invalid choice"),
+    (["experiment", "meta-curves"], "needs a RUN_DIR"),
+    (["experiment", "datasets", "--full", "--tiny"], "not allowed with"),
+    ([], "required"),
+])
+def test_bad_input_is_one_line_exit_2(capsys, argv, message):
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_help_exits_zero(capsys):
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and "experiment" in out
+
+
+def test_train_then_eval(capsys, tmp_path):
+    model = tmp_path / "model"
+    code, out, err = run(capsys, "train", "--data", "mnist14", "--rule", "init:oja", "--steps",
+                         "2", "--widths", "16,16", "--out", str(model))
+    assert code == 0, err
+    record = json.loads((model / "record.json").read_text())
+    assert record["widths"] == [16, 16] and record["rule"]["spec"] == "init:oja"
+    code, out, err = run(capsys, "eval", "--model", str(model), "--data", "mnist14", "--seeds",
+                         "2", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert {"dataset", "shots", "seeds", "readout", "mean", "stderr", "accuracies"} <= set(result)
+    assert result["seeds"] == 2 and result["shots"] == 10
+
+
+def test_eval_random_human_readable(capsys):
+    code, out, _ = run(capsys, "eval", "--model", "random", "--data", "moons", "--seeds", "2",
+                       "--readout", "ridge")
+    assert code == 0 and out.startswith("moons: 10-shot ridge accuracy")
+
+
+def test_data_show(capsys, tmp_path):
+    code, out, _ = run(capsys, "data", "show", "moons", "--out", str(tmp_path / "moons.png"))
+    assert code == 0 and (tmp_path / "moons.png").is_file()
+
+
+def test_missing_hooks_say_not_available(capsys, monkeypatch):
+    monkeypatch.setattr(cli, "optional_module", lambda name: None)
+    for verb in ("demo", "meta-train"):
+        code, _, err = run(capsys, verb)
+        assert code == 1 and "not available yet" in err
+
+
+def test_hook_arguments_parse():
+    args = cli.build_parser().parse_args(
+        ["meta-train", "--preset", "cpu", "--hours", "0.5", "--steps", "10", "--out", "r",
+         "--resume", "--init", "oja", "--backend", "ray", "--address", "auto", "--workers", "3",
+         "--tasks-per-step", "4", "--seed", "1"])
+    assert (args.hours, args.steps, args.resume, args.init, args.backend, args.workers,
+            args.tasks_per_step, args.seed) == (0.5, 10, True, "oja", "ray", 3, 4, 1)
+    demo = cli.build_parser().parse_args(["demo", "--steps", "100", "--out", "d"])
+    assert demo.steps == 100 and demo.rule is None  # filled in by main: shipped rule or untrained
