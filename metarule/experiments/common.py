@@ -118,7 +118,3 @@ def curve_plot(ax, points: list[dict], label: str, **style) -> None:
     means = [100 * p["mean"] for p in points]
     errs = [100 * (p["stderr"] or 0.0) for p in points]
     ax.errorbar(steps, means, yerr=errs, label=label, capsize=3, marker="o", ms=3, **style)
-
-
-def final(points: list[dict]) -> dict:
-    return points[-1]

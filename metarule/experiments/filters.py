@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from metarule import data, train
+from metarule import train
 from metarule.experiments import common
 
 FIGURE = "Fig. 6 left"
