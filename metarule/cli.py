@@ -128,12 +128,6 @@ def cmd_meta_train(args) -> int:
         else outer.cli_main(args) or 0
 
 
-def default_rule() -> str:
-    from metarule import rules
-    shipped = rules.shipped_rules()
-    return shipped[0] if shipped else "untrained"
-
-
 # ----------------------------------------------------------------------------- parser
 
 def build_parser() -> Parser:
@@ -224,13 +218,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run the `metarule` command line; returns the exit status."""
     from metarule import data, rules, train
     from metarule.config import ConfigError
-    from metarule.experiments import ExperimentError
+    from metarule.experiments import ExperimentError, default_rule_spec
 
     enable_compile_cache()
     try:
         args = build_parser().parse_args(argv)
         if args.verb == "demo" and args.rule is None:
-            args.rule = default_rule()
+            args.rule = default_rule_spec()
         return args.func(args)
     except UsageError as e:
         print(e, file=sys.stderr)
