@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import math
 from pathlib import Path
 
 from metarule import rules, train
@@ -64,6 +65,17 @@ def command_line(name: str, size: str, rule_spec: str | None, out: str | Path,
     return " ".join(parts)
 
 
+def strict_json(obj):
+    """obj with NaN and inf replaced by None, since strict JSON has neither."""
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def run_experiment(name: str, size: str = "default", rule_spec: str | None = None,
                    out: str | Path = "results", run_dir: str | Path | None = None,
                    progress: bool = True) -> dict:
@@ -88,13 +100,13 @@ def run_experiment(name: str, size: str = "default", rule_spec: str | None = Non
     rule = rules.load_rule(spec) if mod.USES_RULE else None
     ctx = Context(rule=rule, rule_spec=spec, run_dir=Path(run_dir) if run_dir else None,
                   progress=progress)
-    result = {"experiment": name, "figure": mod.FIGURE, "size": size,
+    header = {"experiment": name, "figure": mod.FIGURE, "size": size,
               "command": command_line(name, size, rule_spec, out, run_dir),
               "date": train.now(), "setting": dataclasses.asdict(setting),
-              "rule": train.rule_info(rule, spec) if rule is not None else None,
-              **mod.run(setting, ctx)}
+              "rule": train.rule_info(rule, spec) if rule is not None else None}
+    result = strict_json({**header, **mod.run(setting, ctx)})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
     mod.plot(result, out / f"{name}.png")
     return result

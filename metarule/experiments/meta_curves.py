@@ -19,6 +19,9 @@ CLAIM = ("The meta-training loss keeps falling through 200 hours; held-out image
 PAPER = "~200 hours on 512 workers, rolling averages"
 USES_RULE = False
 MAX_POINTS = 2000  # the training series is averaged into at most this many bins
+# Per evaluation; the standard errors are optional (None when a run does not log them).
+EVAL_KEYS = ("step", "time_s", "meta_objective", "meta_objective_stderr", "accuracy",
+             "accuracy_stderr")
 
 
 @dataclass(frozen=True)
@@ -61,9 +64,7 @@ def run(size: Size, ctx: common.Context) -> dict:
     evals = {}
     for x in lines:
         if x.get("kind") == "eval":
-            e = evals.setdefault(x["dataset"], {k: [] for k in
-                                                ("step", "time_s", "meta_objective",
-                                                 "accuracy")})
+            e = evals.setdefault(x["dataset"], {k: [] for k in EVAL_KEYS})
             for k in e:
                 e[k].append(x.get(k))
     return {"run_dir": str(ctx.run_dir), "train": series, "eval": evals,
@@ -88,8 +89,10 @@ def plot(result: dict, path) -> None:
     axes[0].set_title("training meta-loss")
     for name, e in result["eval"].items():
         h = np.asarray(e["time_s"], float) / 3600
-        axes[1].plot(h, e["meta_objective"], marker="o", ms=3, label=name)
-        axes[2].plot(h, 100 * np.asarray(e["accuracy"], float), marker="o", ms=3, label=name)
+        for ax, key, scale in ((axes[1], "meta_objective", 1), (axes[2], "accuracy", 100)):
+            ax.errorbar(h, scale * np.asarray(e[key], float),
+                        yerr=scale * np.nan_to_num(np.asarray(e[f"{key}_stderr"], float)),
+                        marker="o", ms=3, capsize=2, label=name)
     axes[1].set_title("evaluation meta-objective")
     axes[2].set_title("evaluation 10-shot accuracy (%)")
     for ax in axes:
