@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help
         return e.code if isinstance(e.code, int) else 0
     except (data.DataError, ConfigError, rules.RuleError, train.ModelError,
-            ExperimentError) as e:
+            ExperimentError, OSError) as e:
         print(f"metarule: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except train.TrainError as e:

@@ -66,7 +66,8 @@ def train_base_model(rule: Rule, x_unlabeled: np.ndarray, steps: int,
 
     Batches of `rule.cfg.inner_batch` examples are drawn by a numpy RNG seeded with `seed` (which
     also seeds the model's initialisation) and applied in jitted chunks of equal length
-    (`chunk_size`), so the inner loop compiles once per model shape.
+    (`chunk_size`), so the inner loop compiles once per model shape; a step count with no
+    divisor near `chunk` (a prime, say) runs in short chunks, so prefer round numbers.
 
     Args:
       rule: the rule and its config.
