@@ -80,6 +80,8 @@ def use_compilation_cache() -> None:
     jax.config.update("jax_compilation_cache_dir",
                       os.environ.get("METARULE_JAX_CACHE",
                                      str(Path.home() / ".cache" / "metarule" / "jax")))
+    # Every new actor (start, replacement, restart) recompiles the same many small programs.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
 def tree_finite(tree) -> bool:
