@@ -1,0 +1,122 @@
+"""Cost of the learned rule: one inner step, one outer step (U = 8, remat), FLOPs, memory.
+
+Run alone on an idle machine (nothing else heavy), e.g.
+    python benchmarks/bench_rule.py --repeats 7 > docs/bench_rule.txt
+Prints a Markdown table: median wall time over `--repeats` calls after one warm-up call,
+XLA's FLOP count and memory analysis of the compiled program, the achieved GFLOP/s, and the
+cost relative to one backprop SGD step of the same MLP.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from metarule import base_model, rules, truncated
+from metarule.config import BaseModelConfig, preset
+from metarule.rule import unsupervised_update
+
+UNROLL = 8
+
+
+def timed(fn, args, repeats: int) -> float:
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def compiled_stats(fn, args) -> tuple[float, float]:
+    """(GFLOP, peak MB) from XLA's cost and memory analyses of the compiled program."""
+    compiled = fn.lower(*args).compile()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    mem = compiled.memory_analysis()
+    peak = (mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes
+            - mem.alias_size_in_bytes)
+    return cost.get("flops", float("nan")) / 1e9, peak / 2**20
+
+
+def sgd_step_fn(activation: str = "relu"):
+    """One backprop SGD step of the base MLP with a linear 10-way head (the supervised cost)."""
+    def loss(params, head, x, y):
+        logits = base_model.embed(params, x, activation) @ head
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    @jax.jit
+    def step(params, head, x, y):
+        grads = jax.grad(loss, argnums=(0, 1))(params, head, x, y)
+        return jax.tree_util.tree_map(lambda p, g: p - 0.01 * g, (params, head), grads)
+    return step
+
+
+def bench(preset_name: str, width: int, repeats: int) -> dict:
+    cfg = preset(preset_name)
+    batch = cfg.inner_batch
+    mcfg = BaseModelConfig(196, hidden=(width,) * 4)
+    keys = jax.random.split(jax.random.PRNGKey(0), 4)
+    params = base_model.init(keys[0], mcfg)
+    theta = rules.init_rule("oja-learned", cfg, keys[1])
+    x = jax.random.uniform(keys[2], (batch, 196))
+    inner = jax.jit(lambda th, p, xb: unsupervised_update(th, p, xb, cfg)[0])
+    inner_args = (theta, params, x)
+    inner_s = timed(inner, inner_args, repeats)
+    inner_gflop, inner_mb = compiled_stats(inner, inner_args)
+
+    batches = jax.random.uniform(keys[3], (UNROLL, batch, 196))
+    y = jax.nn.one_hot(jnp.arange(100) % 10, 14)
+    labeled = truncated.LabeledBatch(batches[0, :100], y, batches[1, :100], y)
+    outer = jax.jit(lambda th, p, b, lb: truncated.meta_grad(th, p, b, lb, cfg)[1])
+    outer_args = (theta, params, batches, labeled)
+    outer_s = timed(outer, outer_args, max(3, repeats // 2))
+    outer_gflop, outer_mb = compiled_stats(outer, outer_args)
+
+    sgd = sgd_step_fn()
+    head = jnp.zeros((32, 10))
+    sgd_args = (params, head, x, jnp.arange(batch) % 10)
+    sgd_s = timed(sgd, sgd_args, repeats)
+    sgd_gflop, _ = compiled_stats(sgd, sgd_args)
+    return dict(preset=preset_name, width=width, batch=batch, inner_ms=inner_s * 1e3,
+                inner_gflop=inner_gflop, inner_gflops=inner_gflop / inner_s, inner_mb=inner_mb,
+                outer_s=outer_s, outer_gflop=outer_gflop, outer_mb=outer_mb,
+                sgd_ms=sgd_s * 1e3, flop_ratio=inner_gflop / sgd_gflop,
+                time_ratio=inner_s / sgd_s)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--widths", default="128,512")
+    parser.add_argument("--presets", default="paper,cpu")
+    args = parser.parse_args()
+    print(f"jax {jax.__version__}, backend {jax.default_backend()}, devices {jax.devices()}")
+    print("| preset | shape | batch | inner step ms | inner GFLOP | GFLOP/s | inner peak MB "
+          "| outer step (U=8, remat) s | outer GFLOP | outer peak MB | SGD step ms "
+          "| rule/SGD FLOP | rule/SGD time |")
+    print("|" + "---|" * 13)
+    rows = []
+    for width in map(int, args.widths.split(",")):
+        for name in args.presets.split(","):
+            r = bench(name, width, args.repeats)
+            rows.append(r)
+            print(f"| {r['preset']} | 196→4×{width}→32 | {r['batch']} | {r['inner_ms']:.1f} | "
+                  f"{r['inner_gflop']:.2f} | {r['inner_gflops']:.0f} | {r['inner_mb']:.0f} | "
+                  f"{r['outer_s']:.2f} | {r['outer_gflop']:.1f} | {r['outer_mb']:.0f} | "
+                  f"{r['sgd_ms']:.2f} | {r['flop_ratio']:.0f}× | {r['time_ratio']:.0f}× |",
+                  flush=True)
+    for width in map(int, args.widths.split(",")):
+        by = {r["preset"]: r for r in rows if r["width"] == width}
+        if {"paper", "cpu"} <= by.keys():
+            print(f"width {width}: cpu preset outer-step throughput = "
+                  f"{by['paper']['outer_s'] / by['cpu']['outer_s']:.1f}× the paper preset's")
+
+
+if __name__ == "__main__":
+    main()
