@@ -103,7 +103,7 @@ def mean_gradient(grads: tuple[Gradient, ...]) -> dict:
 
 
 def push_gradient(state: LearnerState, g: Gradient, cfg: MetaTrainConfig, max_staleness: int,
-         apply: Callable) -> tuple[LearnerState, bool, int]:
+                  apply: Callable) -> tuple[LearnerState, bool, int]:
     """Accept, batch or drop one gradient; step theta once the batch covers tasks_per_step.
 
     Args:
@@ -351,8 +351,7 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
     evaluator = (Evaluator.options(scheduling_strategy=here).remote(cfg)
                  if cfg.eval_every_s > 0 else None)
     theta_ref = learner.get_theta.remote()
-    pub = ray.get(theta_ref)
-    start = pub.version
+    start = version = ray.get(theta_ref).version
     pool = Pool(cfg, tasks, learner)
     for _ in range(workers):
         pool.spawn(theta_ref, start)
@@ -389,8 +388,8 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
                 pool.spawn(theta_ref, step)
                 continue
             reply = ray.get(learner.push.remote(slot.grad_ref))
-            if reply.applied:
-                theta_ref = learner.get_theta.remote()
+            if reply.step != version:  # a new step, or a restarted learner's older one
+                theta_ref, version = learner.get_theta.remote(), reply.step
             pool.submit(slot.uid, slot.actor, theta_ref)
             step = reply.step
             arrivals.append(time.monotonic())

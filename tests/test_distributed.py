@@ -68,19 +68,23 @@ def test_learner_batches_drops_and_restarts_from_its_checkpoint(local_ray, tmp_p
 def test_run_replaces_a_killed_worker_and_resumes_on_either_backend(local_ray, tmp_path):
     cfg = outer.MetaTrainConfig(**{**TINY, "eval_every_s": 1e9, "eval_datasets": ("patches16",),
                                    "eval_steps": 2, "eval_seeds": 2, "eval_widths": (8,)})
-    killed = []
+    killed = set()
 
-    def kill_one_worker(pool, row):
-        if not killed:
-            slot = next(iter(pool.pending.values()))
-            killed.append(slot.uid)
-            ray.kill(slot.actor)
+    def kill_a_worker_then_the_learner(pool, row):
+        if "worker" not in killed:
+            killed.add("worker")
+            ray.kill(next(iter(pool.pending.values())).actor)
+        elif row["step"] >= 1 and "learner" not in killed:
+            killed.add("learner")
+            ray.kill(pool.learner, no_restart=False)  # no checkpoint yet: restarts at step 0
 
     state = distributed.run(cfg, tmp_path, steps=3, workers=2, progress=False,
-                            on_result=kill_one_worker)
+                            on_result=kill_a_worker_then_the_learner)
     train = _rows(tmp_path, "train")
     assert state.step == 3 and train[-1]["step"] == 3
     assert train[-1]["replaced"] == 1
+    restarted = next(i for i, r in enumerate(train) if i and r["step"] < train[i - 1]["step"])
+    assert train[restarted]["step"] == 0     # the restarted learner, and training went on
     assert {"meta_loss", "grad_norm", "dropped", "tasks_per_s", "time_s", "worker",
             "staleness"} <= set(train[-1])
     evals = _rows(tmp_path, "eval")                  # the starting rule, evaluated once
