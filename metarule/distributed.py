@@ -33,11 +33,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from metarule import outer, truncated
 from metarule.config import ConfigError
+
+try:
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+except ImportError:  # an optional dependency: say how to get it (the CLI prints ConfigError)
+    raise ConfigError("the ray backend needs Ray: pip install -e '.[ray]'") from None
 from metarule.outer import MetaTrainConfig, TrainState
 
 MAX_STALENESS = 4
@@ -331,7 +335,8 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
     Args:
       workers: Worker actors; None for one per CPU of the cluster.
       address: a running Ray cluster ("auto", "HOST:6379"); None starts a local one.
-      max_staleness: drop gradients computed on a theta this many versions old or older + 1.
+      max_staleness: gradients computed on a theta more than this many steps behind are
+        dropped.
       tasks_per_worker: tasks each worker vmaps; by default tasks_per_step is split between
         the workers, and the learner batches gradients until they cover tasks_per_step.
       on_result: called with (pool, metrics row) after each gradient (tests kill workers).
