@@ -1,6 +1,7 @@
 """Asynchronous meta-training on a local Ray instance (issue 4): batching, staleness and NaN
 drops, learner restarts, worker replacement, and resume across backends."""
 import json
+import os
 
 import jax
 import numpy as np
@@ -9,17 +10,16 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from metarule import distributed, outer, rules  # noqa: E402
-from metarule.config import PRESETS  # noqa: E402
 
-# The tiny rule compiles in seconds; fall back to "cpu" where it is not defined.
-TINY = dict(preset="tiny" if "tiny" in PRESETS else "cpu", datasets=("patches16",),
-            dataset_weights=(1.0,), widths=(8,), depths=(1,), ways=(4,), shots=3,
+TINY = dict(preset="tiny", datasets=("patches16",), dataset_weights=(1.0,), widths=(8,),
+            depths=(1,), ways=(4,), shots=3,
             tasks_per_step=2, budget=(6, 6), unroll_start=(2, 3), unroll_end=(2, 3),
             eval_every_s=0.0, checkpoint_every_s=1e9, init="oja-learned")
 
 
 @pytest.fixture(scope="module")
 def local_ray():
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # offline: nothing to report to
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
     yield
     ray.shutdown()
@@ -65,7 +65,7 @@ def test_learner_batches_drops_and_restarts_from_its_checkpoint(local_ray, tmp_p
     ray.kill(learner)
 
 
-def test_run_replaces_a_killed_worker_and_resumes_on_either_backend(local_ray, tmp_path):
+def test_run_outlives_a_worker_and_the_learner_and_resumes(local_ray, tmp_path):
     cfg = outer.MetaTrainConfig(**{**TINY, "eval_every_s": 1e9, "eval_datasets": ("patches16",),
                                    "eval_steps": 2, "eval_seeds": 2, "eval_widths": (8,)})
     killed = set()
@@ -95,7 +95,7 @@ def test_run_replaces_a_killed_worker_and_resumes_on_either_backend(local_ray, t
     assert distributed.run(cfg, tmp_path, steps=1, workers=1, resume=True,
                            progress=False).step == 4
     assert [r["step"] for r in _rows(tmp_path, "eval")] == [0]  # no re-evaluation on resume
-    # The local backend resumes it too: the checkpoint holds base models for its next group.
+    # The local backend can resume it: the checkpoint holds base models for its next group.
     state, saved_cfg = outer.load_checkpoint(tmp_path)
     assert state.step == 4 and saved_cfg == cfg
     group = outer.sample_group(outer.TaskSampler(outer.task_config(cfg), cfg.seed), cfg,
