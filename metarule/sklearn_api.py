@@ -45,7 +45,9 @@ class Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
     scikit-learn's common checks pass except those in EXPECTED_FAILED_CHECKS:
     `check_methods_subset_invariance`, which compares transforming rows one at a time with
     transforming them together: by the batch statistics above, the two differ, and single rows
-    are refused. Row *order* does not matter: `transform` is exactly invariant to it.
+    are refused. Row *order* does not matter: `transform` is exactly invariant to it. No
+    estimator tags are changed: a fit is deterministic given `seed` (so not `non_deterministic`),
+    and the output is float64 whatever the input dtype (the default `preserves_dtype`).
 
     Args:
       rule: a rule spec for `metarule.rules.load_rule` ("untrained", "init:NAME", a shipped
@@ -111,7 +113,7 @@ class Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
           ValueError: X is not 2-D, not finite, has another feature count than in `fit`, or has
             a single row (batch norm needs at least 2).
         """
-        check_is_fitted(self, "params_")
+        check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float32, np.float64], reset=False)
         if X.shape[0] < 2:
             raise ValueError(f"Embedder.transform needs at least 2 samples, got {X.shape[0]}: "

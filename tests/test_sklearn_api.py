@@ -10,6 +10,7 @@ from metarule.experiments import common
 from metarule.sklearn_api import EXPECTED_FAILED_CHECKS, Embedder
 
 TINY = {"widths": (8,), "steps": 2, "preset": "tiny"}  # compiles in seconds
+MNIST = {"widths": (16, 16), "steps": 2, "preset": "tiny"}  # test_demo's shapes: one compile
 
 
 @parametrize_with_checks([Embedder(**TINY)],
@@ -26,7 +27,7 @@ def fitted():
 
 def test_pipeline_with_logistic_regression_beats_chance():
     ds = common.load("mnist14", 200, 200)
-    clf = Pipeline([("emb", Embedder(**TINY)), ("clf", LogisticRegression(max_iter=1000))])
+    clf = Pipeline([("emb", Embedder(**MNIST)), ("clf", LogisticRegression(max_iter=1000))])
     clf.fit(ds.x_train, ds.y_train)
     assert clf.named_steps["emb"].rule_name_ == "init:random"
     assert clf.predict(ds.x_test).shape == (200,)
