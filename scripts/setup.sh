@@ -32,12 +32,13 @@ import importlib.metadata as md, pathlib, re, tomllib
 import metarule
 assert pathlib.Path(metarule.__file__).resolve().parent == pathlib.Path("metarule").resolve()
 project = tomllib.loads(pathlib.Path("pyproject.toml").read_text())["project"]
-for req in project["dependencies"] + project["optional-dependencies"]["test"]:
+extras = project["optional-dependencies"]
+for req in project["dependencies"] + extras["test"] + extras["ray"]:
     md.version(re.match(r"[A-Za-z0-9._-]+", req).group())
 PY
 then
-  echo "setup: pip install -e .[test] (jax CPU build from PyPI)"
-  "$PYTHON" -m pip install -q -e ".[test]"
+  echo "setup: pip install -e .[test,ray] (jax CPU build from PyPI)"
+  "$PYTHON" -m pip install -q -e ".[test,ray]"
 fi
 
 PYTHON="$PYTHON" bash scripts/setup_data.sh
