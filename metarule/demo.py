@@ -18,7 +18,7 @@ from tqdm import tqdm
 from metarule import baselines, data, evaluate, rules, train
 from metarule.experiments import common, default_rule_spec
 
-DATASET = "mnist14"  # never a meta-training dataset: the rule sees it for the first time here
+DATASET = "mnist14"  # not among the meta-training datasets (tasks.py): held out from the rule
 DEFAULT_STEPS = 500
 DEFAULT_OUT = "demo_out"
 SEEDS = 5            # labeled draws per method
