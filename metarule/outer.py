@@ -254,6 +254,22 @@ def save_checkpoint(run_dir: Path, state: TrainState, cfg: MetaTrainConfig) -> N
                      "preset": cfg.preset, "init": cfg.init, "seconds": round(state.elapsed_s)})
 
 
+def keep_best(run_dir: Path, state: TrainState, cfg: MetaTrainConfig, evals: list[dict]) -> None:
+    """Write theta_best.npz when the mean held-out meta-objective is the lowest so far: the
+    shipped rule is chosen by it, never by test accuracy."""
+    score = float(np.mean([row["meta_objective"] for row in evals]))
+    best_path = run_dir / "best.json"
+    best = json.loads(best_path.read_text()) if best_path.exists() else None
+    if best is not None and best["held_out_meta_objective"] <= score:
+        return
+    rules.save_rule(run_dir / "theta_best.npz", state.theta, cfg.rule_cfg,
+                    {"name": run_dir.name, "meta_trained": True, "outer_steps": state.step,
+                     "preset": cfg.preset, "init": cfg.init, "seconds": round(state.elapsed_s),
+                     "held_out_meta_objective": score})
+    _atomic_write(best_path, json.dumps({"step": state.step, "held_out_meta_objective": score,
+                                         "evals": evals}).encode())
+
+
 def load_checkpoint(run_dir: Path) -> tuple[TrainState, MetaTrainConfig]:
     path = run_dir / "checkpoint.pkl"
     try:
@@ -385,10 +401,12 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
     try:
         while time.monotonic() < deadline and (last_step is None or state.step < last_step):
             if time.monotonic() - last_eval >= cfg.eval_every_s > 0:
-                for row in evaluate_theta(state.theta, cfg, held_out):
+                evals = evaluate_theta(state.theta, cfg, held_out)
+                for row in evals:
                     log.write(json.dumps({**row, "step": state.step,
                                           "time_s": round(state.elapsed_s, 1)}) + "\n")
                 log.flush()
+                keep_best(run_dir, state, cfg, evals)
                 last_eval = time.monotonic()
             t_step = time.monotonic()
             state, group, metrics = train_step(state, group, cfg, sampler)
