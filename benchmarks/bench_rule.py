@@ -71,8 +71,9 @@ def bench(preset_name: str, width: int, repeats: int) -> dict:
     inner_gflop, inner_mb = compiled_stats(inner, inner_args)
 
     batches = jax.random.uniform(keys[3], (UNROLL, batch, 196))
+    support_query = jax.random.uniform(keys[3], (2, 100, 196))  # 10-way, 10 shots
     y = jax.nn.one_hot(jnp.arange(100) % 10, 14)
-    labeled = truncated.LabeledBatch(batches[0, :100], y, batches[1, :100], y)
+    labeled = truncated.LabeledBatch(support_query[0], y, support_query[1], y)
     outer = jax.jit(lambda th, p, b, lb: truncated.meta_grad(th, p, b, lb, cfg)[1])
     outer_args = (theta, params, batches, labeled)
     outer_s = timed(outer, outer_args, max(3, repeats // 2))
