@@ -343,13 +343,15 @@ def plot_run(run_dir: Path) -> Path:
         smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
         axes[0].plot(steps, loss, ".", alpha=0.15, color="gray")
         axes[0].plot(steps[window - 1:], smooth, label=f"training tasks (mean of {window})")
-    for name in sorted({r["dataset"] for r in evals}):
+    for i, name in enumerate(sorted({r["dataset"] for r in evals})):
         pts = [r for r in evals if r["dataset"] == name]
+        color = f"C{i + 1}"  # one colour per held-out set in both panels
         axes[0].errorbar([r["step"] for r in pts], [r["meta_objective"] for r in pts],
-                         [r["meta_objective_stderr"] for r in pts], marker="o",
+                         [r["meta_objective_stderr"] for r in pts], marker="o", color=color,
                          label=f"{name} (held out)")
         axes[1].errorbar([r["step"] for r in pts], [r["accuracy"] for r in pts],
-                         [r["accuracy_stderr"] for r in pts], marker="o", label=name)
+                         [r["accuracy_stderr"] for r in pts], marker="o", color=color,
+                         label=name)
     axes[0].set(xlabel="outer step", ylabel="meta-objective (lower is better)")
     axes[1].set(xlabel="outer step", ylabel="10-shot accuracy (held out)")
     for ax in axes:
