@@ -77,3 +77,11 @@ def test_save_load_round_trip_and_bad_files(tmp_path):
     rules.save_rule(tmp_path / "nan.npz", nan_theta, CFG, {"name": "nan"})
     with pytest.raises(rules.RuleError, match="NaN"):
         rules.load_rule(str(tmp_path / "nan.npz"))
+
+
+@pytest.mark.parametrize("name", rules.shipped_rules())
+def test_shipped_rules_load_with_a_card(name):
+    rule = rules.load_rule(name)
+    assert rule.card["meta_trained"] and rule.card["outer_steps"] > 0
+    for key in ("preset", "init", "training_data", "held_out", "command"):
+        assert key in rule.card, key

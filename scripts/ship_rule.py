@@ -1,0 +1,43 @@
+"""Copy a run's best rule (by held-out meta-objective) into the package, with its card.
+
+    python scripts/ship_rule.py runs/cpu-oja cpu-oja-v0 --command "metarule meta-train ..."
+"""
+import argparse
+import json
+from pathlib import Path
+
+from metarule import rules
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("name")
+    parser.add_argument("--command", required=True, help="the command that produced the run")
+    parser.add_argument("--note", default="")
+    args = parser.parse_args()
+    best = args.run_dir / "theta_best.npz"
+    rule = rules.read_rule_file(best if best.exists() else args.run_dir / "theta.npz")
+    config = json.loads((args.run_dir / "config.json").read_text())
+    rows = [json.loads(line) for line in open(args.run_dir / "metrics.jsonl")]
+    evals = [r for r in rows if r.get("kind") == "eval"]
+    chosen = rule.card["outer_steps"]
+    held_out = {r["dataset"]: {"accuracy": r["accuracy"], "meta_objective": r["meta_objective"]}
+                for r in evals if r["step"] == chosen} or "not evaluated at this step"
+    start = {r["dataset"]: {"accuracy": r["accuracy"], "meta_objective": r["meta_objective"]}
+             for r in evals if r["step"] == 0}
+    card = {**rule.card, "name": args.name,
+            "chosen_by": "lowest mean held-out meta-objective among the run's evaluations"
+                         if best.exists() else "last checkpoint",
+            "training_data": config["datasets"], "eval_settings": {
+                k: config[k] for k in ("eval_datasets", "eval_steps", "eval_seeds", "eval_widths")},
+            "held_out": held_out, "held_out_at_start": start, "command": args.command,
+            "note": args.note}
+    out = Path(rules.__file__).parent / "rules" / f"{args.name}.npz"
+    rules.save_rule(out, rule.theta, rule.cfg, card)
+    out.with_suffix(".json").write_text(json.dumps(card, indent=1) + "\n")
+    print(f"shipped {out}")
+
+
+if __name__ == "__main__":
+    main()
