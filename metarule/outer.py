@@ -304,11 +304,9 @@ def evaluate_theta(theta, cfg: MetaTrainConfig, datasets: dict, n_test: int = 20
         def fit(x_lab, y_lab, seed):
             params = train_base_model(current, ds.x_train, cfg.eval_steps, cfg.eval_widths,
                                       seed=seed, progress=False)
-            rng = np.random.default_rng(seed)
             idx_a = evaluate.sample_shots(y_test, cfg.shots, seed)
             idx_b = evaluate.sample_shots(y_test, cfg.shots, seed + 10_000)
             y_a, y_b = (np.eye(ds.num_classes, dtype=np.float32)[y_test[i]] for i in (idx_a, idx_b))
-            del rng
             objectives.append(float(meta_objective.meta_objective(
                 params, jnp.asarray(x_test[idx_a]), jnp.asarray(y_a), jnp.asarray(x_test[idx_b]),
                 jnp.asarray(y_b))))
