@@ -203,6 +203,10 @@ def build_parser() -> Parser:
     mt.add_argument("--workers", type=positive_int, default=None)
     mt.add_argument("--tasks-per-step", type=positive_int, default=None)
     mt.add_argument("--seed", type=int, default=0)
+    mt.add_argument("--eval-every-s", type=float, default=None,
+                    help="seconds between held-out evaluations (0: none; default 600)")
+    mt.add_argument("--snapshot-every", type=int, default=None,
+                    help="keep theta every N outer steps under RUN/snapshots/")
     mt.set_defaults(func=cmd_meta_train)
     return p
 

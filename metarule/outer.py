@@ -57,7 +57,8 @@ class MetaTrainConfig:
     depths: tuple[int, ...] = (2, 3, 4, 5)
     widths: tuple[int, ...] = (64, 128, 256, 512)
     checkpoint_every_s: float = 300.0
-    eval_every_s: float = 600.0
+    eval_every_s: float = 600.0             # 0 switches continuous evaluation off
+    snapshot_every: int = 0                 # keep theta every N outer steps (0: never)
     eval_datasets: tuple[str, ...] = ("mnist14", "fashion_mnist14", "polarity")
     eval_steps: int = 200                   # inner steps of a fresh base model per evaluation
     eval_seeds: int = 5
@@ -254,6 +255,17 @@ def save_checkpoint(run_dir: Path, state: TrainState, cfg: MetaTrainConfig) -> N
                      "preset": cfg.preset, "init": cfg.init, "seconds": round(state.elapsed_s)})
 
 
+def save_snapshot(run_dir: Path, state: TrainState, cfg: MetaTrainConfig) -> Path:
+    """snapshots/theta_STEP.npz: theta along training, for curves evaluated after the run."""
+    path = run_dir / "snapshots" / f"theta_{state.step:06d}.npz"
+    path.parent.mkdir(exist_ok=True)
+    rules.save_rule(path, state.theta, cfg.rule_cfg,
+                    {"name": f"{run_dir.name}@{state.step}", "meta_trained": state.step > 0,
+                     "outer_steps": state.step, "preset": cfg.preset, "init": cfg.init,
+                     "seconds": round(state.elapsed_s)})
+    return path
+
+
 def keep_best(run_dir: Path, state: TrainState, cfg: MetaTrainConfig, evals: list[dict]) -> None:
     """Write theta_best.npz when the mean held-out meta-objective is the lowest so far: the
     shipped rule is chosen by it, never by test accuracy."""
@@ -408,6 +420,8 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
                 log.flush()
                 keep_best(run_dir, state, cfg, evals)
                 last_eval = time.monotonic()
+            if cfg.snapshot_every and state.step % cfg.snapshot_every == 0:
+                save_snapshot(run_dir, state, cfg)
             t_step = time.monotonic()
             state, group, metrics = train_step(state, group, cfg, sampler)
             state = state._replace(elapsed_s=elapsed0 + time.monotonic() - t0)
@@ -433,7 +447,9 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
 
 def cli_main(args) -> int:
     """`metarule meta-train` (arguments defined in metarule.cli)."""
-    overrides = {"seed": args.seed, "init": args.init, "tasks_per_step": args.tasks_per_step}
+    overrides = {"seed": args.seed, "init": args.init, "tasks_per_step": args.tasks_per_step,
+                 "eval_every_s": getattr(args, "eval_every_s", None),
+                 "snapshot_every": getattr(args, "snapshot_every", None)}
     cfg = default_config(args.preset or "cpu",
                          **{k: v for k, v in overrides.items() if v is not None})
     if getattr(args, "backend", "local") == "ray":

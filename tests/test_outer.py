@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from metarule import outer, truncated
+from metarule import outer, rules, truncated
 from metarule.config import ConfigError
 
 TINY = dict(preset="tiny", datasets=("patches16",), dataset_weights=(1.0,), widths=(8,),
@@ -38,7 +38,7 @@ def _leaves_equal(a, b):
 
 
 def test_resume_after_a_crash_continues_the_run(tmp_path):
-    cfg = outer.MetaTrainConfig(**TINY)
+    cfg = outer.MetaTrainConfig(**TINY, snapshot_every=2)
     full = outer.run(cfg, tmp_path / "full", steps=5, progress=False)
     outer.run(cfg, tmp_path / "split", steps=2, progress=False)
     # the crash: a half-written temporary file left behind must not be read
@@ -50,6 +50,10 @@ def test_resume_after_a_crash_continues_the_run(tmp_path):
     rows = [json.loads(l) for l in open(tmp_path / "split" / "metrics.jsonl")]
     assert [r["step"] for r in rows if r["kind"] == "train"] == list(range(5))
     assert (tmp_path / "split" / "meta_training.png").exists()
+    snaps = sorted(p.name for p in (tmp_path / "split" / "snapshots").iterdir())
+    assert snaps == ["theta_000000.npz", "theta_000002.npz", "theta_000004.npz"]
+    last = rules.load_rule(str(tmp_path / "full" / "snapshots" / "theta_000004.npz"))
+    assert last.card["outer_steps"] == 4
     with pytest.raises(ConfigError, match="--resume"):
         outer.run(cfg, tmp_path / "full", steps=1, progress=False)
 
