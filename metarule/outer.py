@@ -441,6 +441,8 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
         bar.close()
         log.close()
         save_checkpoint(run_dir, state, cfg)
+        if cfg.snapshot_every and state.step % cfg.snapshot_every == 0:  # the last one too
+            save_snapshot(run_dir, state, cfg)
         plot_run(run_dir)
     return state
 
