@@ -56,13 +56,26 @@ def run_seconds(log: Path) -> dict:
     return out
 
 
-def plot(results: dict, datasets: list[str], path: Path) -> None:
+def training_losses(run_dir: Path) -> list[float]:
+    """The meta-objective of every outer step on the training tasks; every start sees the same
+    tasks at the same step, so these curves compare the starts pairwise."""
+    rows = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
+    return [r["meta_loss"] for r in sorted((r for r in rows if r.get("kind") == "train"),
+                                           key=lambda r: r["step"])]
+
+
+def plot(results: dict, datasets: list[str], path: Path, window: int = 25) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, len(datasets), figsize=(5.5 * len(datasets), 7.5), squeeze=False)
+    fig, axes = plt.subplots(2, len(datasets) + 1, figsize=(5.5 * (len(datasets) + 1), 7.5))
     for i, start in enumerate(s for s in STARTS if s in results["starts"]):
+        losses = np.array(results["starts"][start]["training_losses"])
+        if len(losses) >= window:
+            smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+            axes[0, -1].plot(np.arange(window - 1, len(losses)), smooth, color=f"C{i}",
+                             label=f"init:{start}")
         snaps = results["starts"][start]["snapshots"]
         steps = sorted(snaps, key=int)
         for j, name in enumerate(datasets):
@@ -79,6 +92,10 @@ def plot(results: dict, datasets: list[str], path: Path) -> None:
         axes[1, j].axhline(100 * base["accuracy"], color="gray", ls="--", label="random init, no rule")
         axes[0, j].set(title=f"{name} (held out)", ylabel="meta-objective (lower is better)")
         axes[1, j].set(xlabel="outer step", ylabel="10-shot accuracy (%)")
+    axes[0, -1].set(title=f"training tasks (same tasks for every start; mean of {window})",
+                    xlabel="outer step", ylabel="meta-objective")
+    axes[0, -1].legend(fontsize=8)
+    axes[1, -1].axis("off")
     for ax in axes.flat:
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8)
@@ -89,7 +106,19 @@ def plot(results: dict, datasets: list[str], path: Path) -> None:
 
 def table(results: dict, datasets: list[str]) -> str:
     steps = sorted({s for r in results["starts"].values() for s in r["snapshots"]}, key=int)
-    lines = []
+    bins = [(int(a), int(b)) for a, b in zip(steps, steps[1:])]
+    lines = ["**training tasks, mean meta-objective over outer steps** (identical tasks for every "
+             "start)", "", "| start | " + " | ".join(f"steps {a}–{b - 1}" for a, b in bins)
+             + " | CPU time (user+sys) | wall |", "|---|" + "---|" * (len(bins) + 2)]
+    for start in (s for s in STARTS if s in results["starts"]):
+        entry = results["starts"][start]
+        losses, t = entry["training_losses"], entry.get("time", {})
+        cpu = (f"{(float(t['user_s']) + float(t['system_s'])) / 60:.0f} min"
+               if "user_s" in t else "")
+        lines.append(f"| init:{start} | " + " | ".join(
+            f"{np.mean(losses[a:b]):.3f}" if len(losses) >= b else "" for a, b in bins)
+            + f" | {cpu} | {t.get('wall', '')} |")
+    lines.append("")
     for key, label, fmt in (("meta_objective", "held-out meta-objective", "{:.3f}"),
                             ("accuracy", "10-shot accuracy (%)", "{:.1f}")):
         scale = 100 if key == "accuracy" else 1
@@ -148,6 +177,7 @@ def main():
             continue
         entry = results["starts"].setdefault(start, {"snapshots": {}})
         entry["time"] = run_seconds(Path(args.runs) / f"{start}.log")
+        entry["training_losses"] = training_losses(run_dir)
         for path in sorted((run_dir / "snapshots").glob("theta_*.npz")):
             step = str(int(path.stem.split("_")[1]))
             if step in entry["snapshots"]:
