@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from metarule import experiments, report
+from metarule import cli, experiments, report
 
 RULE = "init:oja"  # a cheap, deterministic rule; the default would be the first shipped one
 
@@ -36,6 +36,7 @@ def test_experiment_tiny(name, out):
     assert saved["command"] == f"metarule experiment {name} --tiny --rule {RULE} --out {out}"
     assert saved == json.loads(json.dumps(result))
     assert experiments.module(name).summary(saved)
+    assert experiments.module(name).reading(saved).endswith(".")
 
 
 def test_meta_curves(run_dir, out):
@@ -63,5 +64,30 @@ def test_report_covers_every_experiment(out, tmp_path):
         assert f"(`{name}`)" in text
         assert f"![{name}]({name}.png)" in text or "Not run yet" in text
     assert "Smaller than the paper" in text
+    assert text.count("**Reading:**") == len(experiments.EXPERIMENTS)
+    by_name = sections(text)
+    assert "The `untrained` row of the table above" in by_name["datasets"]
+    assert all(("### Untrained rule" in by_name[n]) == experiments.module(n).USES_RULE
+               for n in experiments.EXPERIMENTS)
     empty = report.write_report(tmp_path).read_text()
     assert empty.count("Not run yet") == len(experiments.EXPERIMENTS)
+
+
+def sections(text: str) -> dict[str, str]:
+    """The report's sections by experiment name (the first `name` in each heading)."""
+    return {part.split("`")[1]: part for part in text.split("\n## ")[1:]}
+
+
+def test_report_untrained_subsection(tmp_path, capsys):
+    """A rule experiment's section shows its untrained-rule run, or the command that makes it."""
+    experiments.run_experiment("permutation", "tiny", RULE, tmp_path, progress=False)
+    untrained = tmp_path / "untrained"
+    cmd = f"metarule experiment permutation --tiny --rule untrained --out {untrained}"
+    text = sections(report.write_report(tmp_path).read_text())["permutation"]
+    assert f"not meta-trained)\n\nNot run yet: `{cmd}`." in text
+    assert cli.main(cmd.split()[1:]) == 0
+    text = sections(report.write_report(tmp_path).read_text())["permutation"]
+    sub = text.split("### Untrained rule")[1]
+    assert "Not run yet" not in sub and "**Reading:**" in sub
+    assert "Rule: `untrained` (not meta-trained" in sub and f"Command: `{cmd}`" in sub
+    assert "![permutation](untrained/permutation.png)" in sub

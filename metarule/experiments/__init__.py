@@ -3,8 +3,9 @@ results/NAME.png.
 
 Each experiment module defines `SIZES` ("tiny" for tests, "default" for a few minutes on 2 CPU
 cores, "full" for the paper's sizes), `FIGURE`, `TITLE`, `CLAIM`, `PAPER` (the paper's setting),
-`USES_RULE`, `run(size, ctx) -> dict`, `plot(result, png_path)` and `summary(result) -> list[str]`
-(markdown lines for the report).
+`USES_RULE`, `run(size, ctx) -> dict`, `plot(result, png_path)`, `summary(result) -> list[str]`
+(markdown lines for the report) and `reading(result) -> str` (the measurement against the
+paper's claim, in words).
 """
 from __future__ import annotations
 

@@ -60,3 +60,18 @@ def summary(result: dict) -> list[str]:
         lines.append(f"| {act} | " + " | ".join(common.pct(p["mean"], p["stderr"])
                                                  for p in points) + " |")
     return lines
+
+
+def reading(result: dict) -> str:
+    curves = result["curves"]
+    flat = [a for a, c in curves.items() if not common.clearly_above(c[-1], c[0])]
+    exceptions = f" (not for {', '.join(flat)})" if 0 < len(flat) < len(curves) else ""
+    text = (f"After {next(iter(curves.values()))[-1]['step']} inner steps the rule is clearly "
+            f"above random init (step 0) for {len(curves) - len(flat)} of {len(curves)} "
+            f"activations{exceptions}")
+    if "step" in curves:
+        first, last = curves["step"][0]["mean"], curves["step"][-1]["mean"]
+        text += (f"; the step function goes {common.pct(first)} → {common.pct(last)} "
+                 f"(×{last / first:.1f}; the paper's: ×2)")
+    return text + (": as the paper claims." if not flat else
+                   ": short of the paper's claim, which is every activation.")

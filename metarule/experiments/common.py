@@ -97,6 +97,17 @@ def pct(mean: float, stderr: float | None = None) -> str:
     return f"{100 * mean:.1f}" + (f" ± {100 * stderr:.1f}" if stderr is not None else "")
 
 
+def clearly_above(a: dict, b: dict) -> bool:
+    """a's mean beats b's by more than two standard errors of the difference (unknown: 0)."""
+    return a["mean"] - b["mean"] > 2 * math.hypot(a["stderr"] or 0.0, b["stderr"] or 0.0)
+
+
+def relation(a: dict, b: dict) -> str:
+    """How a's score stands to b's, in the words of the report's readings."""
+    return ("clearly above" if clearly_above(a, b) else "clearly below" if clearly_above(b, a)
+            else "level with")
+
+
 def figure(*args, **kwargs):
     """A matplotlib figure on the file-only Agg backend."""
     import matplotlib

@@ -121,3 +121,34 @@ def summary(result: dict) -> list[str]:
                           f"{p['step']}→{common.pct(p['mean'])}" for p in r["curve"])
                       for r in table[names[0]] if "curve" in r)]
     return lines
+
+
+def reading(result: dict) -> str:
+    table = result["datasets"]
+
+    def row(rows, method):
+        return next(r for r in rows if r["method"] == method)
+
+    def wins(spec):  # datasets on which `spec` is clearly above each baseline
+        return {b: [n for n, rows in table.items() if common.clearly_above(row(rows, spec),
+                                                                          row(rows, b))]
+                for b in ("random init", "VAE", "supervised", "PCA")}
+
+    def said(w):
+        return (f"clearly above random init on {len(w['random init'])} of {len(table)} datasets, "
+                f"the VAE on {len(w['VAE'])}, supervised learning on {len(w['supervised'])} and "
+                f"PCA on {len(w['PCA'])}")
+
+    main = result["rule_specs"][0]
+    w = wins(main)
+    claim = set(w["random init"]) & set(w["VAE"]) & set(w["supervised"]) - {"polarity"}
+    text = (f"After {result['setting']['eval_steps'][-1]} inner steps `{main}` is {said(w)}. "
+            f"The paper's claim (above random init, the VAE and supervised learning on the image "
+            f"datasets) holds on {', '.join(sorted(claim)) or 'none of them'} here")
+    if "polarity" in table:
+        rows = table["polarity"]
+        text += (f"; on text (polarity) the rule is "
+                 f"{common.relation(row(rows, main), row(rows, 'random init'))} random init")
+    if "untrained" in result["rule_specs"][1:]:
+        text += f". The untrained rule is {said(wins('untrained'))}"
+    return text + "."

@@ -98,3 +98,23 @@ def summary(result: dict) -> list[str]:
                      f"{common.pct(a['after']['mean'], a['after']['stderr'])} | "
                      f"{v['before']['components_90']} | {v['after']['components_90']} |")
     return lines
+
+
+def reading(result: dict) -> str:
+    sets = result["datasets"]
+    acc = {name: v["accuracy"] for name, v in sets.items()}
+    flat = [n for n, a in acc.items() if not common.clearly_above(a["after"], a["before"])]
+    exceptions = f" (not on {', '.join(flat)})" if 0 < len(flat) < len(acc) else ""
+    text = (f"10-shot accuracy before → after {result['setting']['steps']} inner steps: "
+            + "; ".join(f"{n} {common.pct(a['before']['mean'])} → "
+                        f"{common.pct(a['after']['mean'])}" for n, a in acc.items())
+            + f". The rule clearly improves it on {len(acc) - len(flat)} of {len(acc)} datasets"
+            + (", as the paper claims" if not flat else f"{exceptions}, short of the paper's "
+                                                         "claim"))
+    if {"moons", "mnist14"} <= set(sets):
+        moons, mnist = (sets[n]["after"]["components_90"] for n in ("moons", "mnist14"))
+        text += (f". After training two moons needs {moons} principal components for 90% of the "
+                 f"variance and MNIST {mnist}: "
+                 + ("lower-dimensional, as the paper says" if moons < mnist else "not lower, "
+                    "unlike the paper"))
+    return text + "."

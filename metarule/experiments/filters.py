@@ -111,3 +111,13 @@ def summary(result: dict) -> list[str]:
             lines.append(f"| {name} | {s['step']} | {s['rms']:.4f} | {s['cosine_to_init']:.2f} "
                          f"| {s['smoothness']:.2f} |")
     return lines
+
+
+def reading(result: dict) -> str:
+    parts = [f"{v['snapshots'][0]['smoothness']:.2f} → {v['snapshots'][-1]['smoothness']:.2f} "
+             f"on {name} (cosine to init {v['snapshots'][-1]['cosine_to_init']:.2f} at step "
+             f"{v['snapshots'][-1]['step']})" for name, v in result["datasets"].items()]
+    return ("Filter smoothness goes " + "; ".join(parts) + ". Smoothness is 1 for white noise "
+            "and falls as filters grow smooth and structured; whether they look like templates "
+            "(MNIST) or local features (patches) is for the figure to show: the numbers alone "
+            "do not decide the claim.")

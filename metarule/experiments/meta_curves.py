@@ -67,7 +67,9 @@ def run(size: Size, ctx: common.Context) -> dict:
             e = evals.setdefault(x["dataset"], {k: [] for k in EVAL_KEYS})
             for k in e:
                 e[k].append(x.get(k))
-    return {"run_dir": str(ctx.run_dir), "train": series, "eval": evals,
+    config = ctx.run_dir / "config.json"  # names the starting rule, evaluated at step 0
+    init = json.loads(config.read_text()).get("init") if config.is_file() else None
+    return {"run_dir": str(ctx.run_dir), "init": init, "train": series, "eval": evals,
             "final": {"step": steps[-1]["step"], "hours": steps[-1]["time_s"] / 3600,
                       "meta_loss": float(np.mean([x["meta_loss"] for x in steps[-size.window:]]))}}
 
@@ -115,3 +117,23 @@ def summary(result: dict) -> list[str]:
                          f"{e['meta_objective'][-1]:.3f} | {common.pct(e['accuracy'][0])} | "
                          f"{common.pct(e['accuracy'][-1])} |")
     return lines
+
+
+def reading(result: dict) -> str:
+    f = result["final"]
+    text = (f"Over {f['hours']:.2f} h (the paper's: ~200 h) the training meta-loss goes "
+            f"{result['train']['meta_loss'][0]:.3f} → {f['meta_loss']:.3f}")
+    if result["eval"]:
+        moves = []
+        for name, e in result["eval"].items():
+            first, last = ({"mean": e["accuracy"][i], "stderr": e["accuracy_stderr"][i]}
+                           for i in (0, -1))
+            moves.append(f"{name} {common.relation(last, first)} its start")
+        init = f"`init:{result['init']}`, " if result.get("init") else ""
+        text += (f"; held-out 10-shot accuracy at the last evaluation: {'; '.join(moves)}. The "
+                 f"evaluation at step {next(iter(result['eval'].values()))['step'][0]} is "
+                 f"{init}the θ the run started from, before any meta-training")
+    if f["hours"] < 100:
+        text += (". The run is too short to test the paper's claims about 200 hours (image "
+                 "datasets still improving, text over-fitting)")
+    return text + "."

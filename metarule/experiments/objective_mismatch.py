@@ -78,3 +78,24 @@ def summary(result: dict) -> list[str]:
             f"{common.pct(c[-1]['mean'], c[-1]['stderr'])}% at the last step ({c[-1]['step']}); "
             f"negative ELBO {c[1]['neg_elbo']:.1f} → {c[-1]['neg_elbo']:.1f}."
             if len(c) > 1 else "too few points"]
+
+
+def reading(result: dict) -> str:
+    c = result["curve"]
+    best, last = next(p for p in c if p["step"] == result["best_step"]), c[-1]
+    if best is last:
+        return "Accuracy is highest at the last point: no peak and drop, unlike the paper's VAE."
+    elbos = best["neg_elbo"], last["neg_elbo"]
+    improving = None not in elbos and elbos[1] < elbos[0]
+    drop = common.clearly_above(best, last)
+    if drop and improving:
+        verdict = "objective mismatch, as the paper claims."
+    elif drop:
+        verdict = "accuracy drops, but the VAE objective has stopped improving too."
+    else:
+        verdict = "accuracy plateaus; the paper's drop is not seen at this size."
+    elbo = f" ({elbos[0]:.1f} → {elbos[1]:.1f})" if None not in elbos else ""
+    return (f"After its peak at step {best['step']} accuracy goes {common.pct(best['mean'])} → "
+            f"{common.pct(last['mean'])} ({'a clear' if drop else 'no clear'} drop) while the "
+            f"negative ELBO {'keeps improving' if improving else 'does not improve'} after "
+            f"it{elbo}: {verdict}")

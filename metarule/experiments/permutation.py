@@ -65,3 +65,16 @@ def summary(result: dict) -> list[str]:
             lines.append(f"| {name} | {a['step']} | {common.pct(a['mean'], a['stderr'])} | "
                          f"{common.pct(b['mean'], b['stderr'])} | {100 * diff:+.1f} |")
     return lines
+
+
+def reading(result: dict) -> str:
+    diffs, apart = [], []
+    step = next(iter(result["datasets"].values()))["intact"][-1]["step"]
+    for name, curves in result["datasets"].items():
+        a, b = curves["intact"][-1], curves["permuted"][-1]
+        diffs.append(f"{100 * (b['mean'] - a['mean']):+.1f} ({name})")
+        if common.relation(b, a) != "level with":
+            apart.append(name)
+    return (f"At step {step} permuted minus intact is {', '.join(diffs)} points: "
+            + ("within two standard errors on every dataset, as the paper claims."
+               if not apart else f"clearly apart on {', '.join(apart)}, unlike the paper."))

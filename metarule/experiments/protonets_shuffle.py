@@ -87,3 +87,17 @@ def plot(result: dict, path) -> None:
 def summary(result: dict) -> list[str]:
     return ["| method | accuracy |", "|---|---:|"] + [
         f"| {r['method']} | {common.pct(r['mean'], r['stderr'])} |" for r in result["rows"]]
+
+
+def reading(result: dict) -> str:
+    intact, _, shuffled = result["rows"][:3]
+    rule = [r for r in result["rows"] if "steps" in r]
+    first, last = rule[0], rule[-1]
+    hurt = common.clearly_above(intact, shuffled)
+    return (f"Shuffling pixels costs the protonet {100 * (intact['mean'] - shuffled['mean']):.1f} "
+            f"points ({'clearly, as the paper claims' if hurt else 'not clearly, unlike the paper'}"
+            f"). On shuffled pixels the rule goes from {common.pct(first['mean'])} (step "
+            f"{first['steps']}) to {common.pct(last['mean'])} after {last['steps']} steps: "
+            f"{common.relation(last, shuffled)} the shuffled protonet and "
+            f"{common.relation(last, intact)} the intact one. Whether the rule scores the same on "
+            f"intact and shuffled pixels is measured in `permutation`.")

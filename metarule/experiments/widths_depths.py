@@ -79,3 +79,22 @@ def summary(result: dict) -> list[str]:
             lines.append(f"| {label} | {value} | " + " | ".join(
                 common.pct(p["mean"], p["stderr"]) for p in points) + " |")
     return lines
+
+
+def reading(result: dict) -> str:
+    s = result["setting"]
+    # (width, depth) -> curve; the two sweeps share the setting where they cross
+    curves = {(int(w), s["depth"]): c for w, c in result["by_width"].items()}
+    curves |= {(s["width"], int(d)): c for d, c in result["by_depth"].items()}
+    flat = [f"{w}×{d}" for (w, d), c in curves.items() if not common.clearly_above(c[-1], c[0])]
+    widths = sorted(result["by_width"], key=int)
+    narrow, wide = result["by_width"][widths[0]][-1], result["by_width"][widths[-1]][-1]
+    ok = not flat and common.clearly_above(wide, narrow)
+    exceptions = f" (not in {', '.join(flat)})" if 0 < len(flat) < len(curves) else ""
+    verdict = "as the paper claims" if ok else "the paper's claim is not borne out"
+    return (f"After {s['eval_steps'][-1]} inner steps the rule is clearly above its step-0 "
+            f"accuracy in {len(curves) - len(flat)} of {len(curves)} width × depth settings"
+            f"{exceptions}; at that step the widest model ({widths[-1]} units) is "
+            f"{common.relation(wide, narrow)} the narrowest ({widths[0]}): {verdict}, for "
+            f"widths up to {widths[-1]} and depths up to {max(d for _, d in curves)} (the "
+            f"paper's: 10,000 and 11).")
