@@ -18,7 +18,9 @@ import json
 import math
 import os
 import pickle
+import signal
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -375,6 +377,17 @@ def plot_run(run_dir: Path) -> Path:
     return path
 
 
+def stop_on_sigterm():
+    """Let SIGTERM (schedulers, `kill`) end a run like Ctrl-C: the final checkpoint is written.
+    Returns the previous handler, or None off the main thread where handlers cannot be set."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise SystemExit(f"meta-train stopped by signal {signum}")
+    return signal.signal(signal.SIGTERM, handler)
+
+
 def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
         steps: int | None = None, resume: bool = False, progress: bool = True) -> TrainState:
     """Meta-train until `hours` of wall time or `steps` outer steps (whichever comes first),
@@ -408,8 +421,9 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
     last_ckpt = last_eval = time.monotonic()
     if not resume and cfg.eval_every_s > 0:
         last_eval = -math.inf  # evaluate the starting rule first
-    log = open(run_dir / "metrics.jsonl", "a")
+    log = open(run_dir / "metrics.jsonl", "a", buffering=1)  # a killed run keeps its lines
     bar = tqdm(disable=not progress, unit="step", desc="meta-train", initial=state.step)
+    previous_handler = stop_on_sigterm()
     try:
         while time.monotonic() < deadline and (last_step is None or state.step < last_step):
             if time.monotonic() - last_eval >= cfg.eval_every_s > 0:
@@ -438,6 +452,8 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
                 save_checkpoint(run_dir, state, cfg)
                 last_ckpt = time.monotonic()
     finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
         bar.close()
         log.close()
         save_checkpoint(run_dir, state, cfg)

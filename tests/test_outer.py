@@ -86,3 +86,29 @@ def test_curriculum_and_schedule():
     assert opt is not None
     with pytest.raises(ConfigError):
         outer.MetaTrainConfig(lr_values=(1e-3,), lr_boundaries=(10,))
+
+
+def test_sigterm_ends_a_run_with_a_final_checkpoint(tmp_path):
+    """A scheduler's SIGTERM stops the run cleanly: the checkpoint holds every logged step."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run_dir = tmp_path / "run"
+    code = (f"from metarule import outer; "
+            f"outer.run(outer.MetaTrainConfig(**{TINY!r}), {str(run_dir)!r}, hours=1, "
+            f"progress=False)")
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline, "run did not start"
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 1  # SystemExit with its message, after the checkpoint
+    state, _ = outer.load_checkpoint(run_dir)
+    logged = [json.loads(l)["step"] for l in metrics.read_text().splitlines()]
+    assert state.step == len(logged) and logged == list(range(len(logged)))
+    assert os.path.exists(run_dir / "meta_training.png")
