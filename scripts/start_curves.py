@@ -177,7 +177,8 @@ def main():
             continue
         entry = results["starts"].setdefault(start, {"snapshots": {}})
         entry["time"] = run_seconds(Path(args.runs) / f"{start}.log")
-        entry["training_losses"] = training_losses(run_dir)
+        last = max(int(p.stem.split("_")[1]) for p in (run_dir / "snapshots").glob("*.npz"))
+        entry["training_losses"] = training_losses(run_dir)[:last]  # up to the last snapshot
         for path in sorted((run_dir / "snapshots").glob("theta_*.npz")):
             step = str(int(path.stem.split("_")[1]))
             if step in entry["snapshots"]:
