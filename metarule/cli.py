@@ -197,7 +197,8 @@ def build_parser() -> Parser:
     mt.add_argument("--steps", type=positive_int, default=None, help="outer steps")
     mt.add_argument("--out", default="runs/meta-train", help="run folder")
     mt.add_argument("--resume", action="store_true", help="continue from the run folder")
-    mt.add_argument("--init", default=None, help="named initial rule (rules.INITIAL_RULES)")
+    mt.add_argument("--init", default=None,
+                    help="named initial rule (rules.INITIAL_RULES; default sanger, docs/starts.md)")
     mt.add_argument("--backend", default="local", choices=("local", "ray"))
     mt.add_argument("--address", default=None, help="Ray cluster address")
     mt.add_argument("--workers", type=positive_int, default=None)

@@ -21,7 +21,6 @@ import argparse
 import dataclasses
 import json
 import math
-import re
 from pathlib import Path
 
 import numpy as np
@@ -41,27 +40,12 @@ def score(theta, cfg, held_out) -> dict:
                                              "meta_objective_stderr")} for r in rows}
 
 
-def run_seconds(log: Path) -> dict:
-    """Wall and CPU seconds of a finished run, from the `/usr/bin/time -v` lines of its log."""
-    if not log.exists():
-        return {}
-    text = log.read_text(errors="replace")
-    out = {}
-    for key, pattern in (("user_s", r"User time \(seconds\): ([\d.]+)"),
-                         ("system_s", r"System time \(seconds\): ([\d.]+)"),
-                         ("wall", r"Elapsed \(wall clock\) time .*: ([\d:.]+)")):
-        m = re.search(pattern, text)
-        if m:
-            out[key] = m.group(1)
-    return out
-
-
-def training_losses(run_dir: Path) -> list[float]:
-    """The meta-objective of every outer step on the training tasks; every start sees the same
-    tasks at the same step, so these curves compare the starts pairwise."""
+def training_rows(run_dir: Path, last: int) -> list[dict]:
+    """The training log up to outer step `last`: every start sees the same tasks at the same
+    step, so its meta-objective compares the starts pairwise."""
     rows = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
-    return [r["meta_loss"] for r in sorted((r for r in rows if r.get("kind") == "train"),
-                                           key=lambda r: r["step"])]
+    return sorted((r for r in rows if r.get("kind") == "train" and r["step"] < last),
+                  key=lambda r: r["step"])
 
 
 def plot(results: dict, datasets: list[str], path: Path, window: int = 25) -> None:
@@ -106,18 +90,17 @@ def plot(results: dict, datasets: list[str], path: Path, window: int = 25) -> No
 
 def table(results: dict, datasets: list[str]) -> str:
     steps = sorted({s for r in results["starts"].values() for s in r["snapshots"]}, key=int)
-    bins = [(int(a), int(b)) for a, b in zip(steps, steps[1:])]
+    n = max(len(r["training_losses"]) for r in results["starts"].values())
+    bins = [(a, min(a + 50, n)) for a in range(0, n, 50)]
     lines = ["**training tasks, mean meta-objective over outer steps** (identical tasks for every "
              "start)", "", "| start | " + " | ".join(f"steps {a}–{b - 1}" for a, b in bins)
-             + " | CPU time (user+sys) | wall |", "|---|" + "---|" * (len(bins) + 2)]
+             + " | wall time (shared machine) |", "|---|" + "---|" * (len(bins) + 1)]
     for start in (s for s in STARTS if s in results["starts"]):
         entry = results["starts"][start]
-        losses, t = entry["training_losses"], entry.get("time", {})
-        cpu = (f"{(float(t['user_s']) + float(t['system_s'])) / 60:.0f} min"
-               if "user_s" in t else "")
+        losses, wall = entry["training_losses"], entry.get("wall_s")
         lines.append(f"| init:{start} | " + " | ".join(
             f"{np.mean(losses[a:b]):.3f}" if len(losses) >= b else "" for a, b in bins)
-            + f" | {cpu} | {t.get('wall', '')} |")
+            + (f" | {wall / 60:.0f} min |" if wall else " | |"))
     lines.append("")
     for key, label, fmt in (("meta_objective", "held-out meta-objective", "{:.3f}"),
                             ("accuracy", "10-shot accuracy (%)", "{:.1f}")):
@@ -176,9 +159,10 @@ def main():
         if not (run_dir / "snapshots").exists():
             continue
         entry = results["starts"].setdefault(start, {"snapshots": {}})
-        entry["time"] = run_seconds(Path(args.runs) / f"{start}.log")
         last = max(int(p.stem.split("_")[1]) for p in (run_dir / "snapshots").glob("*.npz"))
-        entry["training_losses"] = training_losses(run_dir)[:last]  # up to the last snapshot
+        rows = training_rows(run_dir, last)
+        entry["training_losses"] = [r["meta_loss"] for r in rows]
+        entry["wall_s"] = rows[-1]["time_s"] if rows else None
         for path in sorted((run_dir / "snapshots").glob("theta_*.npz")):
             step = str(int(path.stem.split("_")[1]))
             if step in entry["snapshots"]:
