@@ -5,18 +5,24 @@ Run alone on an idle machine (nothing else heavy), e.g.
 Prints a Markdown table: median wall time over `--repeats` calls after one warm-up call,
 XLA's FLOP count and memory analysis of the compiled program, the achieved GFLOP/s, and the
 cost relative to one backprop SGD step of the same MLP.
+
+With `--against OLD_RULE_PY` (a copy of an earlier metarule/rule.py) it instead times both
+rules' inner and outer steps side by side, alternating calls, and prints the medians and their
+ratio: a comparison that stays fair on a machine busy with other work.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import time
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from metarule import base_model, rules, truncated
+from metarule import base_model, rule, rules, truncated
 from metarule.config import BaseModelConfig, preset
 from metarule.rule import unsupervised_update
 
@@ -57,23 +63,29 @@ def sgd_step_fn(activation: str = "relu"):
     return step
 
 
+def inputs(cfg, width: int):
+    """theta, the base model's params, one unlabeled batch, U of them, and a labeled 10-way,
+    10-shot task."""
+    keys = jax.random.split(jax.random.PRNGKey(0), 4)
+    params = base_model.init(keys[0], BaseModelConfig(196, hidden=(width,) * 4))
+    theta = rules.init_rule("oja-learned", cfg, keys[1])
+    x = jax.random.uniform(keys[2], (cfg.inner_batch, 196))
+    batches = jax.random.uniform(keys[3], (UNROLL, cfg.inner_batch, 196))
+    support_query = jax.random.uniform(keys[3], (2, 100, 196))
+    y = jax.nn.one_hot(jnp.arange(100) % 10, 14)
+    labeled = truncated.LabeledBatch(support_query[0], y, support_query[1], y)
+    return theta, params, x, batches, labeled
+
+
 def bench(preset_name: str, width: int, repeats: int) -> dict:
     cfg = preset(preset_name)
     batch = cfg.inner_batch
-    mcfg = BaseModelConfig(196, hidden=(width,) * 4)
-    keys = jax.random.split(jax.random.PRNGKey(0), 4)
-    params = base_model.init(keys[0], mcfg)
-    theta = rules.init_rule("oja-learned", cfg, keys[1])
-    x = jax.random.uniform(keys[2], (batch, 196))
+    theta, params, x, batches, labeled = inputs(cfg, width)
     inner = jax.jit(lambda th, p, xb: unsupervised_update(th, p, xb, cfg)[0])
     inner_args = (theta, params, x)
     inner_s = timed(inner, inner_args, repeats)
     inner_gflop, inner_mb = compiled_stats(inner, inner_args)
 
-    batches = jax.random.uniform(keys[3], (UNROLL, batch, 196))
-    support_query = jax.random.uniform(keys[3], (2, 100, 196))  # 10-way, 10 shots
-    y = jax.nn.one_hot(jnp.arange(100) % 10, 14)
-    labeled = truncated.LabeledBatch(support_query[0], y, support_query[1], y)
     outer = jax.jit(lambda th, p, b, lb: truncated.meta_grad(th, p, b, lb, cfg)[1])
     outer_args = (theta, params, batches, labeled)
     outer_s = timed(outer, outer_args, max(3, repeats // 2))
@@ -91,13 +103,62 @@ def bench(preset_name: str, width: int, repeats: int) -> dict:
                 time_ratio=inner_s / sgd_s)
 
 
+def load_rule(path: str):
+    spec = importlib.util.spec_from_file_location("rule_against", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def compiled_steps(module, preset_name: str, width: int):
+    """The inner and the outer step (as in `bench`) of one rule module, compiled, with their
+    arguments and the time unit. The outer step traces truncated.unroll_loss with `module` in
+    place of metarule.rule."""
+    cfg = preset(preset_name)
+    theta, params, x, batches, labeled = inputs(cfg, width)
+    inner = jax.jit(lambda th, p, xb: module.unsupervised_update(th, p, xb, cfg)[0])
+    outer = jax.jit(jax.value_and_grad(
+        lambda th, p, b, lb: truncated.unroll_loss(th, p, b, lb, cfg)[0]))
+    with mock.patch.object(truncated, "rule", module):
+        outer_args = (theta, params, batches, labeled)
+        return {"inner step ms": (inner.lower(theta, params, x).compile(), (theta, params, x), 1e3),
+                "outer step (U=8, remat) s": (outer.lower(*outer_args).compile(), outer_args, 1.0)}
+
+
+def side_by_side(against: str, preset_name: str, width: int, repeats: int) -> None:
+    """Median wall time of the old rule (`against`) and this one, calls alternating."""
+    steps = [compiled_steps(load_rule(against), preset_name, width),
+             compiled_steps(rule, preset_name, width)]
+    for name in steps[0]:
+        times = [[], []]
+        for i in range(repeats + 1):  # the first round warms up
+            for version, step in enumerate(steps):
+                fn, args, _ = step[name]
+                t = time.perf_counter()
+                jax.block_until_ready(fn(*args))
+                if i:
+                    times[version].append(time.perf_counter() - t)
+        old, new = (statistics.median(t) * steps[0][name][2] for t in times)
+        print(f"| {preset_name} | 196→4×{width}→32 | {name} | {old:.2f} | {new:.2f} "
+              f"| {old / new:.2f}× |", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--widths", default="128,512")
     parser.add_argument("--presets", default="paper,cpu")
+    parser.add_argument("--against", metavar="OLD_RULE_PY",
+                        help="time this rule.py against an earlier copy, side by side")
     args = parser.parse_args()
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, devices {jax.devices()}")
+    if args.against:
+        print("| preset | shape | step | old | new | old/new |")
+        print("|" + "---|" * 6)
+        for width in map(int, args.widths.split(",")):
+            for name in args.presets.split(","):
+                side_by_side(args.against, name, width, args.repeats)
+        return
     print("| preset | shape | batch | inner step ms | inner GFLOP | GFLOP/s | inner peak MB "
           "| outer step (U=8, remat) s | outer GFLOP | outer peak MB | SGD step ms "
           "| rule/SGD FLOP | rule/SGD time |")

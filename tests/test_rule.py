@@ -67,13 +67,77 @@ def test_top_d_and_h_shapes():
     assert planes.shape == (len(rule.PLANES), 12, 10)
 
 
-def test_conv1d_is_circular_convolution():
-    m = jax.random.normal(jax.random.PRNGKey(0), (5, 7, 2))
-    w = jax.random.normal(jax.random.PRNGKey(1), (3 * 2, 4))
-    out = rule.conv1d(m, w, axis=1)
-    taps = w.reshape(3, 2, 4)  # taps[0] reads the left neighbour, taps[2] the right one
-    ref = sum(jnp.roll(m, 1 - i, axis=1) @ taps[i] for i in range(3))
-    np.testing.assert_allclose(out, ref, atol=1e-5)
+def _reference_conv1d(m, w, axis):
+    """The circular convolution written plainly: tap i reads the neighbour i - K // 2 along axis."""
+    k = w.shape[0] // m.shape[-1]
+    taps = w.reshape(k, m.shape[-1], -1)
+    return sum(jnp.roll(m, k // 2 - i, axis=axis) @ taps[i] for i in range(k))
+
+
+@pytest.mark.parametrize("shape, k", [((5, 7, 2), 3), ((16, 9, 6), 5), ((2, 1, 3), 3),
+                                      ((3, 2, 4), 5)])
+@pytest.mark.parametrize("axis", [0, 1])
+def test_conv1d_and_its_gradient_are_the_circular_convolutions(shape, k, axis):
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    m = jax.random.normal(keys[0], shape)
+    w = jax.random.normal(keys[1], (k * shape[-1], 4))
+    g = jax.random.normal(keys[2], shape[:2] + (4,))
+    out, vjp = jax.vjp(lambda m, w: rule.conv1d(m, w, axis), m, w)
+    ref, ref_vjp = jax.vjp(lambda m, w: _reference_conv1d(m, w, axis), m, w)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    for got, want in zip(vjp(g), ref_vjp(g)):  # the hand-written VJP
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def _reference_compute_h(d, x, z, w_in, w_out, b, theta, cfg):
+    """computeH (App.80-104) as the paper writes it: every channel broadcast to (B, N, .)."""
+    p = theta["compute_h"]
+    bsz, n = x.shape
+    pos = jnp.broadcast_to(rule.unit_position(n, x.dtype), (bsz, n, 2))
+    m2 = rule.batch_norm(jnp.concatenate([x[..., None], z[..., None], pos, d], -1), cfg.bn_eps)
+    stats = jnp.concatenate([rule.weight_stats(w_in, 0), rule.weight_stats(w_out, 1),
+                             b[:, None]], -1)
+    m = jnp.concatenate([jnp.broadcast_to(stats, (bsz, n, stats.shape[-1])), m2], -1)
+    for name, axis in (("batch1", 0), ("unit1", 1), ("batch2", 0), ("unit2", 1)):
+        m = jax.nn.relu(rule.batch_norm(_reference_conv1d(m, p[name], axis), cfg.bn_eps))
+    return m
+
+
+def _reference_readouts(h_lower, h_upper, theta):
+    side = {"lower": h_lower, "upper": h_upper}
+    return {name: rule.low_rank_readout(side[a] @ theta["readout_a"][i],
+                                        side[b] @ theta["readout_b"][i])
+            for i, (name, a, b) in enumerate(rule.READOUTS)}
+
+
+@pytest.mark.parametrize("cfg", [TINY, preset("cpu")])
+def test_compute_h_and_readouts_match_their_plain_formulations(cfg):
+    """The optimised computeH and readouts, values and gradients, on random inputs."""
+    keys = jax.random.split(jax.random.PRNGKey(8), 8)
+    bsz, n = 12, 7
+    theta = rule.init_theta(keys[0], cfg)
+    d = jax.random.normal(keys[1], (bsz, n, cfg.delta_dims))
+    x = jax.nn.relu(jax.random.normal(keys[2], (bsz, n)))
+    z = jax.random.normal(keys[3], (bsz, n))
+    w_in, w_out = jax.random.normal(keys[4], (5, n)), jax.random.normal(keys[5], (n, 3))
+    b = jax.random.normal(keys[6], (n,))
+    h_lower = jax.random.normal(keys[7], (bsz, 5, cfg.h_size))
+
+    def pipeline(compute_h, readouts):
+        def f(theta, d, w_in):
+            h = compute_h(d, x, z, w_in, w_out, b, theta, cfg)
+            return h, readouts(h_lower, h, theta)
+        return f
+
+    args = (theta, d, w_in)
+    got, got_vjp = jax.vjp(pipeline(rule.compute_h, rule.readouts), *args)
+    want, want_vjp = jax.vjp(pipeline(_reference_compute_h, _reference_readouts), *args)
+    for a, e in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_allclose(a, e, rtol=2e-4, atol=2e-5)
+    cotangent = jax.tree_util.tree_map(lambda a: jax.random.normal(keys[0], a.shape), want)
+    for a, e in zip(jax.tree_util.tree_leaves(got_vjp(cotangent)),
+                    jax.tree_util.tree_leaves(want_vjp(cotangent))):
+        np.testing.assert_allclose(a, e, rtol=2e-4, atol=2e-4 * float(jnp.max(jnp.abs(e))))
 
 
 def test_no_shrink_projection():  # App.61: the projected step never shrinks W
