@@ -247,25 +247,31 @@ def _atomic_write(path: Path, payload: bytes) -> None:
     os.replace(tmp, path)
 
 
+def card(run_dir: Path, state: TrainState, cfg: MetaTrainConfig) -> dict:
+    """What a rule file of this run says about how its theta was made."""
+    return {"name": run_dir.name, "meta_trained": True, "outer_steps": state.step,
+            "preset": cfg.preset, "init": cfg.init, "seconds": round(state.elapsed_s)}
+
+
 def save_checkpoint(run_dir: Path, state: TrainState, cfg: MetaTrainConfig) -> None:
     """checkpoint.pkl (whole state) and theta.npz (a loadable rule), each written atomically."""
     host = jax.tree_util.tree_map(np.asarray, state)
     _atomic_write(run_dir / "checkpoint.pkl",
                   pickle.dumps({"state": host, "config": dataclasses.asdict(cfg)}))
-    rules.save_rule(run_dir / "theta.npz", state.theta, cfg.rule_cfg,
-                    {"name": run_dir.name, "meta_trained": True, "outer_steps": state.step,
-                     "preset": cfg.preset, "init": cfg.init, "seconds": round(state.elapsed_s)})
+    rules.save_rule(run_dir / "theta.npz", state.theta, cfg.rule_cfg, card(run_dir, state, cfg))
 
 
-def save_snapshot(run_dir: Path, state: TrainState, cfg: MetaTrainConfig) -> Path:
-    """snapshots/theta_STEP.npz: theta along training, for curves evaluated after the run."""
+def save_snapshot(run_dir: Path, state: TrainState, cfg: MetaTrainConfig) -> None:
+    """snapshots/theta_STEP.npz every cfg.snapshot_every steps: theta along training, for
+    curves evaluated after the run. A step already kept (the last one before a resume) is not
+    written again."""
     path = run_dir / "snapshots" / f"theta_{state.step:06d}.npz"
+    if not cfg.snapshot_every or state.step % cfg.snapshot_every or path.exists():
+        return
     path.parent.mkdir(exist_ok=True)
     rules.save_rule(path, state.theta, cfg.rule_cfg,
-                    {"name": f"{run_dir.name}@{state.step}", "meta_trained": state.step > 0,
-                     "outer_steps": state.step, "preset": cfg.preset, "init": cfg.init,
-                     "seconds": round(state.elapsed_s)})
-    return path
+                    {**card(run_dir, state, cfg), "name": f"{run_dir.name}@{state.step}",
+                     "meta_trained": state.step > 0})
 
 
 def keep_best(run_dir: Path, state: TrainState, cfg: MetaTrainConfig, evals: list[dict]) -> None:
@@ -277,9 +283,7 @@ def keep_best(run_dir: Path, state: TrainState, cfg: MetaTrainConfig, evals: lis
     if best is not None and best["held_out_meta_objective"] <= score:
         return
     rules.save_rule(run_dir / "theta_best.npz", state.theta, cfg.rule_cfg,
-                    {"name": run_dir.name, "meta_trained": True, "outer_steps": state.step,
-                     "preset": cfg.preset, "init": cfg.init, "seconds": round(state.elapsed_s),
-                     "held_out_meta_objective": score})
+                    {**card(run_dir, state, cfg), "held_out_meta_objective": score})
     _atomic_write(best_path, json.dumps({"step": state.step, "held_out_meta_objective": score,
                                          "evals": evals}).encode())
 
@@ -431,11 +435,9 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
                 for row in evals:
                     log.write(json.dumps({**row, "step": state.step,
                                           "time_s": round(state.elapsed_s, 1)}) + "\n")
-                log.flush()
                 keep_best(run_dir, state, cfg, evals)
                 last_eval = time.monotonic()
-            if cfg.snapshot_every and state.step % cfg.snapshot_every == 0:
-                save_snapshot(run_dir, state, cfg)
+            save_snapshot(run_dir, state, cfg)
             t_step = time.monotonic()
             state, group, metrics = train_step(state, group, cfg, sampler)
             state = state._replace(elapsed_s=elapsed0 + time.monotonic() - t0)
@@ -448,7 +450,6 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
                                 + (f" left {left / 60:.0f}m" if math.isfinite(left) else ""))
             bar.update(1)
             if time.monotonic() - last_ckpt >= cfg.checkpoint_every_s:
-                log.flush()
                 save_checkpoint(run_dir, state, cfg)
                 last_ckpt = time.monotonic()
     finally:
@@ -457,8 +458,7 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
         bar.close()
         log.close()
         save_checkpoint(run_dir, state, cfg)
-        if cfg.snapshot_every and state.step % cfg.snapshot_every == 0:  # the last one too
-            save_snapshot(run_dir, state, cfg)
+        save_snapshot(run_dir, state, cfg)  # the last one too
         plot_run(run_dir)
     return state
 
