@@ -2,7 +2,8 @@
 one task at a time (issue 4: scaling from 1 to 2 workers; batching tasks with worker processes
 versus vmap).
 
-Run alone on an idle machine:
+Ray workers run one XLA thread each (the default); the last row keeps XLA's thread pool.
+The local rows run in this process with XLA's defaults. Run alone on an idle machine:
     python benchmarks/bench_distributed.py --arrivals 12
 Every configuration meta-trains on the `cpu` preset's settings with glyphs14 tasks and a fixed
 unroll U; the first arrivals of each worker (compilation) are discarded and the task throughput
@@ -27,13 +28,15 @@ def config(tasks_per_step: int, unroll: int) -> outer.MetaTrainConfig:
                                 dataset_weights=(1.0,))
 
 
-def ray_throughput(workers: int, tasks_per_worker: int, unroll: int, arrivals: int) -> float:
+def ray_throughput(workers: int, tasks_per_worker: int, unroll: int, arrivals: int,
+                   single_thread: bool = True) -> float:
     """tasks/s of the Ray backend, from the learner's clock at each gradient's arrival."""
     warm = 2 * workers  # each worker's first truncation compiles
     cfg = config(workers * tasks_per_worker, unroll)
     with tempfile.TemporaryDirectory() as tmp:
         distributed.run(cfg, Path(tmp) / "run", steps=(warm + arrivals) // workers + 1,
-                        workers=workers, tasks_per_worker=tasks_per_worker, progress=False)
+                        workers=workers, tasks_per_worker=tasks_per_worker, progress=False,
+                        single_thread=single_thread)
         rows = [json.loads(line) for line in open(Path(tmp) / "run" / "metrics.jsonl")]
     times = [r["time_s"] for r in rows if r.get("kind") == "train"][warm:]
     return tasks_per_worker * (len(times) - 1) / (times[-1] - times[0])
@@ -62,7 +65,9 @@ def main():
             (f"local, {2 * t} tasks vmapped", local_throughput(2 * t, args.unroll,
                                                                 args.arrivals // 2)),
             (f"ray, 1 worker × {t} task(s)", ray_throughput(1, t, args.unroll, args.arrivals)),
-            (f"ray, 2 workers × {t} task(s)", ray_throughput(2, t, args.unroll, args.arrivals))]
+            (f"ray, 2 workers × {t} task(s)", ray_throughput(2, t, args.unroll, args.arrivals)),
+            (f"ray, 2 workers × {t} task(s), XLA thread pool",
+             ray_throughput(2, t, args.unroll, args.arrivals, single_thread=False))]
     base = rows[0][1]
     print(f"| backend (cpu preset, glyphs14, U={args.unroll}) | tasks / s | × local 1 task |")
     print("|---|---|---|")

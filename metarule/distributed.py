@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -45,6 +46,9 @@ except ImportError:  # an optional dependency: say how to get it (the CLI prints
 from metarule.outer import MetaTrainConfig, TrainState
 
 MAX_STALENESS = 4
+# One XLA thread per worker process: a truncation of the rule's many small operations runs as
+# fast on one thread as on two (docs/distributed.md), so a core is best spent on a worker.
+SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
 class Published(NamedTuple):
@@ -162,6 +166,10 @@ class Learner:
         self.state = LearnerState(train._replace(params=None), (), 0)
         self.t0, self.elapsed0 = time.monotonic(), train.elapsed_s
         self.last_ckpt = time.monotonic()
+        outer.save_snapshot(self.run_dir, self.current(), cfg)
+
+    def current(self) -> TrainState:
+        return self.state.train._replace(elapsed_s=self.elapsed())
 
     def elapsed(self) -> float:
         return self.elapsed0 + time.monotonic() - self.t0
@@ -173,15 +181,22 @@ class Learner:
     def push(self, g: Gradient) -> Reply:
         self.state, applied, staleness = push_gradient(self.state, g, self.cfg,
                                                        self.max_staleness, self.apply)
+        if applied:
+            outer.save_snapshot(self.run_dir, self.current(), self.cfg)
         if time.monotonic() - self.last_ckpt >= self.cfg.checkpoint_every_s:
             self.checkpoint()
         train = self.state.train
         return Reply(train.step, applied, staleness, train.dropped, self.state.stale,
                      round(self.elapsed(), 1))
 
+    def keep_best(self, evals: list[dict], pub: Published) -> None:
+        """outer.keep_best for the theta the evaluator scored (the learner owns run_dir)."""
+        outer.keep_best(self.run_dir, self.current()._replace(
+            theta=pub.theta, step=pub.version, elapsed_s=pub.time_s), self.cfg, evals)
+
     def checkpoint(self) -> TrainState:
         """Write checkpoint.pkl and theta.npz atomically; returns the saved state."""
-        train = self.state.train._replace(elapsed_s=self.elapsed(), **self.train_fields)
+        train = self.current()._replace(**self.train_fields)
         outer.save_checkpoint(self.run_dir, train, self.cfg)
         self.last_ckpt = time.monotonic()
         return train
@@ -278,6 +293,7 @@ class Pool:
     cfg: MetaTrainConfig
     tasks: int                      # tasks per worker
     learner: ray.actor.ActorHandle
+    single_thread: bool = True      # workers run XLA on one thread each
     pending: dict = dataclasses.field(default_factory=dict)
     next_uid: int = 0
     replaced: int = 0               # dead workers replaced
@@ -288,7 +304,10 @@ class Pool:
 
     def spawn(self, theta_ref, start_step: int) -> None:
         uid, self.next_uid = self.next_uid, self.next_uid + 1
-        self.submit(uid, Worker.remote(self.cfg, uid, start_step, self.tasks), theta_ref)
+        # XLA reads its flags when the worker's process first uses JAX, so they go in its env.
+        env = {"env_vars": {"XLA_FLAGS": SINGLE_THREAD_XLA}} if self.single_thread else None
+        actor = Worker.options(runtime_env=env).remote(self.cfg, uid, start_step, self.tasks)
+        self.submit(uid, actor, theta_ref)
 
 
 def tasks_per_s(arrivals: collections.deque, tasks: int) -> float:
@@ -296,18 +315,6 @@ def tasks_per_s(arrivals: collections.deque, tasks: int) -> float:
     if len(arrivals) < 2 or arrivals[-1] <= arrivals[0]:
         return 0.0
     return round(tasks * (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]), 2)
-
-
-def prepare_run_dir(cfg: MetaTrainConfig, run_dir: Path, resume: bool) -> MetaTrainConfig:
-    """outer.run's rules: resume takes the checkpoint's config; a new run needs a free folder."""
-    if resume:
-        return outer.load_checkpoint(run_dir)[1]
-    if (run_dir / "checkpoint.pkl").exists():
-        raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or "
-                          f"choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
-    return cfg
 
 
 def connect(address: str | None, workers: int | None) -> bool:
@@ -329,6 +336,7 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
         steps: int | None = None, resume: bool = False, workers: int | None = 2,
         address: str | None = None, progress: bool = True, *,
         max_staleness: int = MAX_STALENESS, tasks_per_worker: int | None = None,
+        single_thread: bool = True, settings: dict | None = None,
         on_result: Callable[[Pool, dict], None] | None = None) -> TrainState:
     """Meta-train asynchronously until `hours` of wall time or `steps` outer steps.
 
@@ -339,6 +347,8 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
         dropped.
       tasks_per_worker: tasks each worker vmaps; by default tasks_per_step is split between
         the workers, and the learner batches gradients until they cover tasks_per_step.
+      single_thread: one XLA thread per worker (SINGLE_THREAD_XLA); False keeps XLA's pool.
+      settings: new RUN_SETTINGS for a resumed run (outer.resumed_config).
       on_result: called with (pool, metrics row) after each gradient (tests kill workers).
     Returns:
       The final checkpointed TrainState (its params are a fresh group for the local backend).
@@ -346,7 +356,7 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
     from tqdm import tqdm
 
     run_dir = Path(run_dir).resolve()
-    cfg = prepare_run_dir(cfg, run_dir, resume)
+    _, cfg = outer.prepare_run_dir(cfg, run_dir, resume, settings)
     started = connect(address, workers)
     workers = workers or int(ray.cluster_resources().get("CPU", 1))
     tasks = tasks_per_worker or max(1, cfg.tasks_per_step // workers)
@@ -357,31 +367,36 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
                  if cfg.eval_every_s > 0 else None)
     theta_ref = learner.get_theta.remote()
     start = version = ray.get(theta_ref).version
-    pool = Pool(cfg, tasks, learner)
+    pool = Pool(cfg, tasks, learner, single_thread)
     for _ in range(workers):
         pool.spawn(theta_ref, start)
 
     deadline = time.monotonic() + hours * 3600 if hours else math.inf
     last_step = start + steps if steps is not None else None
-    eval_ref, last_eval = None, (time.monotonic() if resume else -math.inf)
+    # The evaluation in flight: (its rows' ref, the ref of the theta it scores).
+    evaluating, last_eval = None, (time.monotonic() if resume else -math.inf)
     arrivals = collections.deque(maxlen=32)
-    log = open(run_dir / "metrics.jsonl", "a")
+    log = open(run_dir / "metrics.jsonl", "a", buffering=1)  # a killed run keeps its lines
     bar = tqdm(disable=not progress, unit="step", desc="meta-train (ray)", initial=start,
                total=last_step)
     step = start
+    previous_handler = outer.stop_on_sigterm()
 
-    def write_eval(ref) -> None:
-        for row in ray.get(ref):
+    def write_eval(rows_ref, scored_ref) -> None:
+        rows = ray.get(rows_ref)
+        for row in rows:
             log.write(json.dumps(row) + "\n")
-        log.flush()
+        ray.get(learner.keep_best.remote(rows, scored_ref))
 
     try:
         while time.monotonic() < deadline and (last_step is None or step < last_step):
-            if evaluator and eval_ref is None and time.monotonic() - last_eval >= cfg.eval_every_s:
-                eval_ref, last_eval = evaluator.evaluate.remote(theta_ref), time.monotonic()
-            if eval_ref is not None and ray.wait([eval_ref], timeout=0)[0]:
-                write_eval(eval_ref)
-                eval_ref = None
+            if evaluator and evaluating is None and \
+                    time.monotonic() - last_eval >= cfg.eval_every_s:
+                evaluating = (evaluator.evaluate.remote(theta_ref), theta_ref)
+                last_eval = time.monotonic()
+            if evaluating is not None and ray.wait([evaluating[0]], timeout=0)[0]:
+                write_eval(*evaluating)
+                evaluating = None
             ready, _ = ray.wait(list(pool.pending), num_returns=1, timeout=1.0)
             if not ready:
                 continue
@@ -412,9 +427,11 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
             if on_result is not None:
                 on_result(pool, row)
     finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
         bar.close()
-        if eval_ref is not None:  # an evaluation in flight is worth its wait
-            write_eval(eval_ref)
+        if evaluating is not None:  # an evaluation in flight is worth its wait
+            write_eval(*evaluating)
         state = ray.get(learner.checkpoint.remote())
         log.close()
         for actor in [slot.actor for slot in pool.pending.values()] + [learner, evaluator]:

@@ -101,6 +101,23 @@ CPU_OVERRIDES = dict(widths=(64,), depths=(2,), ways=(10,), unroll_end=(6, 10),
                      lr_boundaries=(2000, 6000))
 
 
+# How a run is watched and saved, not what it learns: a resumed run may change them.
+RUN_SETTINGS = ("checkpoint_every_s", "eval_every_s", "snapshot_every")
+
+
+def resumed_config(saved: MetaTrainConfig, settings: dict | None) -> MetaTrainConfig:
+    """The checkpoint's config with new RUN_SETTINGS; anything else would change the run."""
+    settings = {k: v for k, v in (settings or {}).items() if v is not None}
+    if unknown := sorted(set(settings) - set(RUN_SETTINGS)):
+        raise ConfigError(f"a resumed run keeps its config; only {', '.join(RUN_SETTINGS)} may "
+                          f"change (got {', '.join(unknown)})")
+    return dataclasses.replace(saved, **settings)
+
+
+def write_config(run_dir: Path, cfg: MetaTrainConfig) -> None:
+    (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+
+
 def default_config(preset: str = "cpu", **overrides) -> MetaTrainConfig:
     """The paper's meta-training settings, or for the `cpu` preset CPU_OVERRIDES on top."""
     base = dict(CPU_OVERRIDES) if preset == "cpu" else {}
@@ -392,10 +409,28 @@ def stop_on_sigterm():
     return signal.signal(signal.SIGTERM, handler)
 
 
+def prepare_run_dir(cfg: MetaTrainConfig, run_dir: Path, resume: bool,
+                    settings: dict | None = None) -> tuple[TrainState | None, MetaTrainConfig]:
+    """A resume takes the checkpoint's state and config (with new `settings`, RUN_SETTINGS);
+    a new run needs a folder that holds no run. Writes config.json."""
+    state = None
+    if resume:
+        state, saved = load_checkpoint(run_dir)
+        cfg = resumed_config(saved, settings)
+    elif (run_dir / "checkpoint.pkl").exists():
+        raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or "
+                          f"choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_config(run_dir, cfg)
+    return state, cfg
+
+
 def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
-        steps: int | None = None, resume: bool = False, progress: bool = True) -> TrainState:
+        steps: int | None = None, resume: bool = False, progress: bool = True,
+        settings: dict | None = None) -> TrainState:
     """Meta-train until `hours` of wall time or `steps` outer steps (whichever comes first),
-    checkpointing every cfg.checkpoint_every_s and at exit; evaluate every cfg.eval_every_s."""
+    checkpointing every cfg.checkpoint_every_s and at exit; evaluate every cfg.eval_every_s.
+    A resume continues the run's own config; `settings` may change its RUN_SETTINGS."""
     from tqdm import tqdm
 
     from metarule import data
@@ -405,14 +440,7 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
     jax.config.update("jax_compilation_cache_dir",
                       os.environ.get("METARULE_JAX_CACHE",
                                      str(Path.home() / ".cache" / "metarule" / "jax")))
-    if resume:
-        state, cfg = load_checkpoint(run_dir)
-    else:
-        if (run_dir / "checkpoint.pkl").exists():
-            raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or "
-                              f"choose another --out")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    state, cfg = prepare_run_dir(cfg, run_dir, resume, settings)
     sampler = TaskSampler(task_config(cfg), cfg.seed)
     if not resume:
         state, group = init_state(cfg, sampler)
@@ -465,17 +493,21 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
 
 def cli_main(args) -> int:
     """`metarule meta-train` (arguments defined in metarule.cli)."""
-    overrides = {"seed": args.seed, "init": args.init, "tasks_per_step": args.tasks_per_step,
-                 "eval_every_s": getattr(args, "eval_every_s", None),
-                 "snapshot_every": getattr(args, "snapshot_every", None)}
-    cfg = default_config(args.preset or "cpu",
-                         **{k: v for k, v in overrides.items() if v is not None})
+    settings = {"eval_every_s": getattr(args, "eval_every_s", None),
+                "snapshot_every": getattr(args, "snapshot_every", None)}
+    training = {"init": args.init, "tasks_per_step": args.tasks_per_step}
+    if args.resume and (given := [k for k, v in training.items() if v is not None]):
+        raise ConfigError(f"--{given[0].replace('_', '-')} cannot change a resumed run; drop it "
+                          f"or start a new run with another --out")
+    cfg = default_config(args.preset or "cpu", seed=args.seed, **{
+        k: v for k, v in {**training, **settings}.items() if v is not None})
     if getattr(args, "backend", "local") == "ray":
         from metarule import distributed
         distributed.run(cfg, args.out, hours=args.hours, steps=args.steps, resume=args.resume,
-                        workers=args.workers, address=args.address)
+                        workers=args.workers, address=args.address, settings=settings)
     else:
-        run(cfg, args.out, hours=args.hours, steps=args.steps, resume=args.resume)
+        run(cfg, args.out, hours=args.hours, steps=args.steps, resume=args.resume,
+            settings=settings)
     print(f"run written to {args.out}: theta.npz, checkpoint.pkl, metrics.jsonl, "
           f"meta_training.png")
     return 0

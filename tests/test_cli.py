@@ -25,6 +25,8 @@ def run(capsys, *argv):
     (["eval", "--model", "random", "--data", "moons", "--shots", "0"], "positive integer"),
     (["eval", "--model", "random", "--data", "moons", "--shots", "5000"], "shots were requested"),
     (["experiment", "no-such-experiment"], "invalid choice"),
+    (["meta-train", "--resume", "--init", "sanger", "--out", "m"],
+     "--init cannot change a resumed run"),
     (["experiment", "meta-curves"], "needs a RUN_DIR"),
     (["experiment", "datasets", "--full", "--tiny"], "not allowed with"),
     ([], "required"),

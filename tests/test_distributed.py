@@ -68,12 +68,15 @@ def test_learner_batches_drops_and_restarts_from_its_checkpoint(local_ray, tmp_p
 def test_run_outlives_a_worker_and_the_learner_and_resumes(local_ray, tmp_path):
     cfg = outer.MetaTrainConfig(**{**TINY, "eval_every_s": 1e9, "eval_datasets": ("patches16",),
                                    "eval_steps": 2, "eval_seeds": 2, "eval_widths": (8,)})
-    killed = set()
+    killed, worker_flags = set(), []
 
     def kill_a_worker_then_the_learner(pool, row):
         if "worker" not in killed:
             killed.add("worker")
-            ray.kill(next(iter(pool.pending.values())).actor)
+            actor = next(iter(pool.pending.values())).actor
+            worker_flags.append(ray.get(actor.__ray_call__.remote(
+                lambda self: os.environ.get("XLA_FLAGS"))))
+            ray.kill(actor)
         elif row["step"] >= 2 and "learner" not in killed:
             killed.add("learner")
             ray.kill(pool.learner, no_restart=False)  # no checkpoint yet: restarts at step 0
@@ -84,6 +87,7 @@ def test_run_outlives_a_worker_and_the_learner_and_resumes(local_ray, tmp_path):
     train = _rows(tmp_path, "train")
     assert state.step == 3 and train[-1]["step"] == 3
     assert train[-1]["replaced"] == 1
+    assert worker_flags == [distributed.SINGLE_THREAD_XLA]  # one XLA thread per worker
     # The restarted learner started over (its step fell back), and training went on.
     assert any(r["step"] < before["step"] for before, r in zip(train, train[1:]))
     assert {"meta_loss", "grad_norm", "dropped", "tasks_per_s", "time_s", "worker",

@@ -43,7 +43,9 @@ def test_resume_after_a_crash_continues_the_run(tmp_path):
     outer.run(cfg, tmp_path / "split", steps=2, progress=False)
     # the crash: a half-written temporary file left behind must not be read
     (tmp_path / "split" / "checkpoint.pkl.partial.tmp").write_bytes(b"\x00garbage")
-    resumed = outer.run(cfg, tmp_path / "split", steps=3, resume=True, progress=False)
+    # A resume may change how the run is watched (snapshots), not what it learns.
+    resumed = outer.run(cfg, tmp_path / "split", steps=3, resume=True, progress=False,
+                        settings={"snapshot_every": 3, "eval_every_s": None})
     assert resumed.step == full.step == 5
     _leaves_equal(full.theta, resumed.theta)   # bit-for-bit: every input is a function of
     _leaves_equal(full.params, resumed.params)  # (seed, step) and the checkpoint is exact
@@ -51,11 +53,15 @@ def test_resume_after_a_crash_continues_the_run(tmp_path):
     assert [r["step"] for r in rows if r["kind"] == "train"] == list(range(5))
     assert (tmp_path / "split" / "meta_training.png").exists()
     snaps = sorted(p.name for p in (tmp_path / "split" / "snapshots").iterdir())
-    assert snaps == ["theta_000000.npz", "theta_000002.npz", "theta_000004.npz"]
+    assert snaps == ["theta_000000.npz", "theta_000002.npz", "theta_000003.npz"]
+    assert json.loads((tmp_path / "split" / "config.json").read_text())["snapshot_every"] == 3
+    assert outer.load_checkpoint(tmp_path / "split")[1].snapshot_every == 3
     last = rules.load_rule(str(tmp_path / "full" / "snapshots" / "theta_000004.npz"))
     assert last.card["outer_steps"] == 4
     with pytest.raises(ConfigError, match="--resume"):
         outer.run(cfg, tmp_path / "full", steps=1, progress=False)
+    with pytest.raises(ConfigError, match="only checkpoint_every_s, eval_every_s"):
+        outer.run(cfg, tmp_path / "full", steps=1, resume=True, settings={"seed": 1})
 
 
 def test_non_finite_gradients_are_dropped(monkeypatch):
