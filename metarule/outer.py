@@ -324,10 +324,23 @@ def load_checkpoint(run_dir: Path) -> tuple[TrainState, MetaTrainConfig]:
 
 # ----------------------------------------------------------------------------- continuous evaluation
 
+def few_shot_objective(params, x: np.ndarray, y: np.ndarray, num_classes: int, shots: int,
+                       seed: int) -> float:
+    """The meta-objective (Eq. 2) of a trained base model on a class-balanced `shots`-shot
+    support batch and a disjointly seeded query batch drawn from (x, y)."""
+    from metarule import evaluate, meta_objective
+
+    idx_a = evaluate.sample_shots(y, shots, seed)
+    idx_b = evaluate.sample_shots(y, shots, seed + 10_000)
+    y_a, y_b = (np.eye(num_classes, dtype=np.float32)[y[i]] for i in (idx_a, idx_b))
+    return float(meta_objective.meta_objective(params, jnp.asarray(x[idx_a]), jnp.asarray(y_a),
+                                               jnp.asarray(x[idx_b]), jnp.asarray(y_b)))
+
+
 def evaluate_theta(theta, cfg: MetaTrainConfig, datasets: dict, n_test: int = 2000) -> list[dict]:
     """Fresh base models trained by theta on held-out data: 10-shot accuracy (logistic readout)
     and the held-out meta-objective (10-way 10-shot ridge on the test split), over seeds."""
-    from metarule import evaluate, meta_objective
+    from metarule import evaluate
     from metarule.train import train_base_model
 
     current = rules.Rule(theta, cfg.rule_cfg, "current", {})
@@ -339,12 +352,8 @@ def evaluate_theta(theta, cfg: MetaTrainConfig, datasets: dict, n_test: int = 20
         def fit(x_lab, y_lab, seed):
             params = train_base_model(current, ds.x_train, cfg.eval_steps, cfg.eval_widths,
                                       seed=seed, progress=False)
-            idx_a = evaluate.sample_shots(y_test, cfg.shots, seed)
-            idx_b = evaluate.sample_shots(y_test, cfg.shots, seed + 10_000)
-            y_a, y_b = (np.eye(ds.num_classes, dtype=np.float32)[y_test[i]] for i in (idx_a, idx_b))
-            objectives.append(float(meta_objective.meta_objective(
-                params, jnp.asarray(x_test[idx_a]), jnp.asarray(y_a), jnp.asarray(x_test[idx_b]),
-                jnp.asarray(y_b))))
+            objectives.append(few_shot_objective(params, x_test, y_test, ds.num_classes,
+                                                 cfg.shots, seed))
             return evaluate.model_embed_fn(params)
 
         res = evaluate.fitted_few_shot_accuracy(fit, ds.x_train, ds.y_train, x_test, y_test,

@@ -1,6 +1,9 @@
 """Copy a run's best rule (by held-out meta-objective) into the package, with its card.
 
     python scripts/ship_rule.py runs/cpu-oja cpu-oja-v0 --command "metarule meta-train ..."
+
+With RUN/selection.json (scripts/select_rule.py) present, the rule it chose is shipped and its
+scores go on the card; otherwise theta_best.npz (continuous evaluation's choice), else theta.npz.
 """
 import argparse
 import json
@@ -17,7 +20,19 @@ def main():
     parser.add_argument("--note", default="")
     args = parser.parse_args()
     best = args.run_dir / "theta_best.npz"
-    rule = rules.read_rule_file(best if best.exists() else args.run_dir / "theta.npz")
+    selection_path = args.run_dir / "selection.json"
+    selection = json.loads(selection_path.read_text()) if selection_path.exists() else None
+    if selection:
+        rule = rules.read_rule_file(Path(selection["chosen"]))
+        chosen_by = (f"lowest mean training-split meta-objective of the held-out datasets after "
+                     f"{selection['protocol']['steps']} inner steps among the candidates of "
+                     f"scripts/select_rule.py (selection_scores)")
+    elif best.exists():
+        rule = rules.read_rule_file(best)
+        chosen_by = "lowest mean held-out meta-objective among the run's evaluations"
+    else:
+        rule = rules.read_rule_file(args.run_dir / "theta.npz")
+        chosen_by = "last checkpoint"
     config = json.loads((args.run_dir / "config.json").read_text())
     rows = [json.loads(line) for line in open(args.run_dir / "metrics.jsonl")]
     evals = [r for r in rows if r.get("kind") == "eval"]
@@ -27,12 +42,15 @@ def main():
     start = {r["dataset"]: {"accuracy": r["accuracy"], "meta_objective": r["meta_objective"]}
              for r in evals if r["step"] == 0}
     card = {**rule.card, "name": args.name,
-            "chosen_by": "lowest mean held-out meta-objective among the run's evaluations"
-                         if best.exists() else "last checkpoint",
+            "chosen_by": chosen_by,
             "training_data": config["datasets"], "eval_settings": {
                 k: config[k] for k in ("eval_datasets", "eval_steps", "eval_seeds", "eval_widths")},
             "held_out": held_out, "held_out_at_start": start, "command": args.command,
             "note": args.note}
+    if selection:
+        card["selection_protocol"] = selection["protocol"]
+        card["selection_scores"] = {c["label"]: round(c["mean"], 4)
+                                    for c in selection["scores"].values()}
     out = Path(rules.__file__).parent / "rules" / f"{args.name}.npz"
     rules.save_rule(out, rule.theta, rule.cfg, card)
     out.with_suffix(".json").write_text(json.dumps(card, indent=1) + "\n")

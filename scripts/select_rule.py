@@ -1,0 +1,109 @@
+"""Choose the rule to ship from a run by the held-out meta-objective at a longer horizon, never
+by test numbers (issue 6).
+
+Continuous evaluation scores theta after 200 inner steps; a rule is used for 500 and more, and a
+theta that is best at 200 steps need not be best at 500 (session 2 measured exactly that). So
+each candidate -- the run's snapshots every `--every` steps from `--since` on, its
+theta_best.npz, its last theta.npz, and the incumbent shipped rule -- trains fresh 4x128 base
+models for `--steps` inner steps on the unlabeled training split of each held-out dataset, and is
+scored by the meta-objective (Eq. 2, 10-way 10-shot ridge) on labeled examples of that same
+training split. The test split, on which `metarule eval` reports accuracy, is not read.
+
+    python scripts/select_rule.py runs/cpu-oja --since 1400 --every 400 --incumbent cpu-oja-v0
+
+Scores are cached in RUN/selection.json (so the script can be rerun as a run goes on); the
+candidate with the lowest mean objective is printed and recorded as "chosen".
+"""
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from metarule import data, outer, rules
+from metarule.train import TrainError, train_base_model
+
+
+def objective(rule: rules.Rule, datasets: dict, steps: int, seeds: int, widths, shots: int
+              ) -> dict:
+    """{dataset: (mean, stderr)} of the training-split meta-objective over seeds."""
+    out = {}
+    for name, ds in datasets.items():
+        values = []
+        for seed in range(seeds):
+            try:
+                params = train_base_model(rule, ds.x_train, steps, widths, seed=seed,
+                                          progress=False)
+            except TrainError:  # diverged: the worst possible score
+                values = [math.nan]
+                break
+            values.append(outer.few_shot_objective(params, ds.x_train, ds.y_train,
+                                                   ds.num_classes, shots, seed))
+        out[name] = {"mean": float(np.mean(values)),
+                     "stderr": float(np.std(values, ddof=1) / math.sqrt(len(values)))
+                     if len(values) > 1 else math.nan}
+    return out
+
+
+def candidates(run_dir: Path, since: int, every: int, incumbent: str | None) -> dict[str, str]:
+    """{label: rule path or shipped name}."""
+    found = {}
+    for path in sorted((run_dir / "snapshots").glob("theta_*.npz")):
+        step = int(path.stem.split("_")[1])
+        if step >= since and step % every == 0:
+            found[f"step {step}"] = str(path)
+    for name in ("theta_best.npz", "theta.npz"):
+        if (run_dir / name).exists():
+            step = rules.read_rule_file(run_dir / name).card.get("outer_steps")
+            found[f"{name} (step {step})"] = str(run_dir / name)
+    if incumbent:
+        found[f"shipped {incumbent}"] = incumbent
+    return found
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--since", type=int, default=0, help="first snapshot step considered")
+    parser.add_argument("--every", type=int, default=400, help="snapshot spacing considered")
+    parser.add_argument("--incumbent", default=None, help="shipped rule to compare against")
+    parser.add_argument("--datasets", default="mnist14,fashion_mnist14")
+    parser.add_argument("--steps", type=int, default=500, help="inner steps per base model")
+    parser.add_argument("--seeds", type=int, default=5)
+    args = parser.parse_args()
+    cfg = outer.default_config("cpu")
+    cache_path = args.run_dir / "selection.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    protocol = {"steps": args.steps, "seeds": args.seeds, "widths": list(cfg.eval_widths),
+                "shots": cfg.shots, "datasets": args.datasets.split(","),
+                "split": "train (unlabeled for the rule, labeled for the objective)"}
+    if cache.get("protocol") != protocol:
+        cache = {"protocol": protocol, "scores": {}}
+    datasets = {name: data.load(name) for name in protocol["datasets"]}
+    for label, where in candidates(args.run_dir, args.since, args.every,
+                                   args.incumbent).items():
+        rule = rules.load_rule(where)
+        key = f"{label} | {where}"
+        if key not in cache["scores"]:
+            print(f"scoring {label} ...", flush=True)
+            per = objective(rule, datasets, args.steps, args.seeds, cfg.eval_widths, cfg.shots)
+            cache["scores"][key] = {"label": label, "path": where,
+                                    "steps": rule.card.get("outer_steps"), "per_dataset": per,
+                                    "mean": float(np.mean([v["mean"] for v in per.values()]))}
+            cache_path.write_text(json.dumps(cache, indent=1))
+    ranked = sorted(cache["scores"].values(),
+                    key=lambda c: math.inf if math.isnan(c["mean"]) else c["mean"])
+    cache["chosen"] = ranked[0]["path"]
+    cache_path.write_text(json.dumps(cache, indent=1))
+    print(f"| candidate | " + " | ".join(protocol["datasets"]) + " | mean |")
+    print("|---|" + "---|" * (len(protocol["datasets"]) + 1))
+    for c in ranked:
+        cells = [f"{c['per_dataset'][d]['mean']:.3f} ± {c['per_dataset'][d]['stderr']:.3f}"
+                 for d in protocol["datasets"]]
+        print(f"| {c['label']} | " + " | ".join(cells) + f" | {c['mean']:.3f} |")
+    print(f"chosen: {cache['chosen']}")
+
+
+if __name__ == "__main__":
+    main()
