@@ -46,8 +46,8 @@ except ImportError:  # an optional dependency: say how to get it (the CLI prints
 from metarule.outer import MetaTrainConfig, TrainState
 
 MAX_STALENESS = 4
-# One XLA thread per worker process: a truncation of the rule's many small operations runs as
-# fast on one thread as on two (docs/distributed.md), so a core is best spent on a worker.
+# One XLA thread per worker process, so that W workers on a node do not start W x cores threads;
+# on two idle cores it is as fast as XLA's own pool (docs/distributed.md).
 SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 

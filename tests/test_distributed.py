@@ -67,7 +67,8 @@ def test_learner_batches_drops_and_restarts_from_its_checkpoint(local_ray, tmp_p
 
 def test_run_outlives_a_worker_and_the_learner_and_resumes(local_ray, tmp_path):
     cfg = outer.MetaTrainConfig(**{**TINY, "eval_every_s": 1e9, "eval_datasets": ("patches16",),
-                                   "eval_steps": 2, "eval_seeds": 2, "eval_widths": (8,)})
+                                   "eval_steps": 2, "eval_seeds": 2, "eval_widths": (8,),
+                                   "snapshot_every": 2})
     killed, worker_flags = set(), []
 
     def kill_a_worker_then_the_learner(pool, row):
@@ -96,6 +97,11 @@ def test_run_outlives_a_worker_and_the_learner_and_resumes(local_ray, tmp_path):
     assert [(r["dataset"], r["step"]) for r in evals] == [("patches16", 0)]
     assert (tmp_path / "meta_training.png").exists()
     assert rules.read_rule_file(tmp_path / "theta.npz").card["outer_steps"] == 3
+    # The learner keeps snapshots and the best theta by held-out meta-objective, as outer.run.
+    assert {p.name for p in (tmp_path / "snapshots").iterdir()} == {
+        "theta_000000.npz", "theta_000002.npz"}
+    assert json.loads((tmp_path / "best.json").read_text())["step"] == 0
+    assert rules.read_rule_file(tmp_path / "theta_best.npz").card["outer_steps"] == 0
 
     assert distributed.run(cfg, tmp_path, steps=1, workers=1, resume=True,
                            progress=False).step == 4
