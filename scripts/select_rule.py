@@ -9,10 +9,11 @@ models for `--steps` inner steps on the unlabeled training split of each held-ou
 scored by the meta-objective (Eq. 2, 10-way 10-shot ridge) on labeled examples of that same
 training split. The test split, on which `metarule eval` reports accuracy, is not read.
 
-    python scripts/select_rule.py runs/cpu-oja --since 1400 --every 400 --incumbent cpu-oja-v0
+    python scripts/select_rule.py runs/cpu-oja --since 1600 --every 400 --incumbent cpu-oja-v0
 
-Scores are cached in RUN/selection.json (so the script can be rerun as a run goes on); the
-candidate with the lowest mean objective is printed and recorded as "chosen".
+Scores are cached in RUN/selection.json (so the script can be rerun as a run goes on). The
+candidate with the lowest mean objective is chosen only if it beats the incumbent by more than
+two standard errors of the difference; otherwise the incumbent stays ("chosen" in the file).
 """
 import argparse
 import json
@@ -46,9 +47,27 @@ def objective(rule: rules.Rule, datasets: dict, steps: int, seeds: int, widths, 
     return out
 
 
-def candidates(run_dir: Path, since: int, every: int, incumbent: str | None) -> dict[str, str]:
+def mean_stderr(score: dict) -> float:
+    """Standard error of the mean over datasets of per-dataset means."""
+    per = [v["stderr"] ** 2 for v in score["per_dataset"].values()]
+    return math.sqrt(sum(per)) / len(per)
+
+
+def choose(ranked: list[dict], incumbent: str | None) -> str:
+    """The best candidate's path, unless it fails to beat the incumbent by 2 standard errors."""
+    best = ranked[0]
+    held = [c for c in ranked if c["path"] == incumbent]
+    if not held or best is held[0]:
+        return best["path"]
+    margin = 2 * math.hypot(mean_stderr(best), mean_stderr(held[0]))
+    return best["path"] if best["mean"] < held[0]["mean"] - margin else incumbent
+
+
+def candidates(run_dir: Path, since: int, every: int, incumbent: str | None,
+               extra: list[str]) -> dict[str, str]:
     """{label: rule path or shipped name}."""
-    found = {}
+    found = {f"{Path(path).name} (step {rules.read_rule_file(Path(path)).card.get('outer_steps')})":
+             path for path in extra}
     for path in sorted((run_dir / "snapshots").glob("theta_*.npz")):
         step = int(path.stem.split("_")[1])
         if step >= since and step % every == 0:
@@ -68,6 +87,7 @@ def main():
     parser.add_argument("--since", type=int, default=0, help="first snapshot step considered")
     parser.add_argument("--every", type=int, default=400, help="snapshot spacing considered")
     parser.add_argument("--incumbent", default=None, help="shipped rule to compare against")
+    parser.add_argument("--extra", nargs="*", default=[], help="more rule files to consider")
     parser.add_argument("--datasets", default="mnist14,fashion_mnist14")
     parser.add_argument("--steps", type=int, default=500, help="inner steps per base model")
     parser.add_argument("--seeds", type=int, default=5)
@@ -81,10 +101,12 @@ def main():
     if cache.get("protocol") != protocol:
         cache = {"protocol": protocol, "scores": {}}
     datasets = {name: data.load(name) for name in protocol["datasets"]}
-    for label, where in candidates(args.run_dir, args.since, args.every,
-                                   args.incumbent).items():
+    current = {f"{label} | {where}": (label, where) for label, where in candidates(
+        args.run_dir, args.since, args.every, args.incumbent, args.extra).items()}
+    # theta.npz and theta_best.npz change as the run goes on: drop scores of replaced files.
+    cache["scores"] = {k: v for k, v in cache["scores"].items() if k in current}
+    for key, (label, where) in current.items():
         rule = rules.load_rule(where)
-        key = f"{label} | {where}"
         if key not in cache["scores"]:
             print(f"scoring {label} ...", flush=True)
             per = objective(rule, datasets, args.steps, args.seeds, cfg.eval_widths, cfg.shots)
@@ -94,7 +116,7 @@ def main():
             cache_path.write_text(json.dumps(cache, indent=1))
     ranked = sorted(cache["scores"].values(),
                     key=lambda c: math.inf if math.isnan(c["mean"]) else c["mean"])
-    cache["chosen"] = ranked[0]["path"]
+    cache["chosen"] = choose(ranked, args.incumbent)
     cache_path.write_text(json.dumps(cache, indent=1))
     print(f"| candidate | " + " | ".join(protocol["datasets"]) + " | mean |")
     print("|---|" + "---|" * (len(protocol["datasets"]) + 1))
