@@ -37,6 +37,17 @@ def widths_arg(text: str) -> tuple[int, ...]:
     return widths
 
 
+def range_arg(text: str) -> tuple[int, int]:
+    """'200,1000' -> (200, 1000): an inclusive range of positive integers, low first."""
+    try:
+        lo, hi = (int(v) for v in text.split(","))
+    except ValueError:
+        lo = hi = 0
+    if not 1 <= lo <= hi:
+        raise argparse.ArgumentTypeError(f"must be LO,HI with 1 <= LO <= HI, got {text!r}")
+    return lo, hi
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -203,9 +214,14 @@ def build_parser() -> Parser:
     mt.add_argument("--address", default=None, help="Ray cluster address")
     mt.add_argument("--workers", type=positive_int, default=None)
     mt.add_argument("--tasks-per-step", type=positive_int, default=None)
+    mt.add_argument("--budget", type=range_arg, default=None,
+                    help="inner steps a task's base models get before new tasks are drawn, "
+                         "LO,HI (cpu preset: 100,400); reach the horizon the rule is used for")
     mt.add_argument("--seed", type=int, default=0)
     mt.add_argument("--eval-every-s", type=float, default=None,
                     help="seconds between held-out evaluations (0: none; default 600)")
+    mt.add_argument("--eval-steps", type=positive_int, default=None,
+                    help="inner steps of each held-out evaluation's base models (default 200)")
     mt.add_argument("--snapshot-every", type=int, default=None,
                     help="keep theta every N outer steps under RUN/snapshots/")
     mt.set_defaults(func=cmd_meta_train)

@@ -504,7 +504,9 @@ def cli_main(args) -> int:
     """`metarule meta-train` (arguments defined in metarule.cli)."""
     settings = {"eval_every_s": getattr(args, "eval_every_s", None),
                 "snapshot_every": getattr(args, "snapshot_every", None)}
-    training = {"init": args.init, "tasks_per_step": args.tasks_per_step}
+    training = {"init": args.init, "tasks_per_step": args.tasks_per_step,
+                "budget": getattr(args, "budget", None),
+                "eval_steps": getattr(args, "eval_steps", None)}
     if args.resume and (given := [k for k, v in training.items() if v is not None]):
         raise ConfigError(f"--{given[0].replace('_', '-')} cannot change a resumed run; drop it "
                           f"or start a new run with another --out")

@@ -27,6 +27,7 @@ def run(capsys, *argv):
     (["experiment", "no-such-experiment"], "invalid choice"),
     (["meta-train", "--resume", "--init", "sanger", "--out", "m"],
      "--init cannot change a resumed run"),
+    (["meta-train", "--budget", "400,100", "--out", "m"], "LO,HI with 1 <= LO <= HI"),
     (["experiment", "meta-curves"], "needs a RUN_DIR"),
     (["experiment", "datasets", "--full", "--tiny"], "not allowed with"),
     ([], "required"),
@@ -80,8 +81,11 @@ def test_hook_arguments_parse():
     args = cli.build_parser().parse_args(
         ["meta-train", "--preset", "cpu", "--hours", "0.5", "--steps", "10", "--out", "r",
          "--resume", "--init", "oja", "--backend", "ray", "--address", "auto", "--workers", "3",
-         "--tasks-per-step", "4", "--seed", "1"])
+         "--tasks-per-step", "4", "--seed", "1", "--budget", "200,1000",
+         "--eval-steps", "500"])
     assert (args.hours, args.steps, args.resume, args.init, args.backend, args.workers,
-            args.tasks_per_step, args.seed) == (0.5, 10, True, "oja", "ray", 3, 4, 1)
+            args.tasks_per_step, args.seed, args.budget) == (0.5, 10, True, "oja", "ray", 3, 4,
+                                                             1, (200, 1000))
+    assert args.eval_steps == 500
     demo = cli.build_parser().parse_args(["demo", "--steps", "100", "--out", "d"])
     assert demo.steps == 100 and demo.rule is None  # filled in by main: shipped rule or untrained
