@@ -2,6 +2,7 @@
 drops, learner restarts, worker replacement, and resume across backends."""
 import json
 import os
+import time
 
 import jax
 import numpy as np
@@ -81,6 +82,12 @@ def test_run_outlives_a_worker_and_the_learner_and_resumes(local_ray, tmp_path):
         elif row["step"] >= 2 and "learner" not in killed:
             killed.add("learner")
             ray.kill(pool.learner, no_restart=False)  # no checkpoint yet: restarts at step 0
+            # The kill is asynchronous: wait for the restart, so that no later push can reach
+            # the old learner and end the run before training goes on.
+            deadline = time.monotonic() + 120
+            while ray.get(pool.learner.get_theta.remote()).version != 0:
+                assert time.monotonic() < deadline, "the learner did not restart"
+                time.sleep(0.1)
 
     # Two tasks a worker: the shapes of tests/test_outer.py, so the compiled programs are shared.
     state = distributed.run(cfg, tmp_path, steps=3, workers=2, progress=False,
