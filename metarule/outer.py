@@ -114,10 +114,6 @@ def resumed_config(saved: MetaTrainConfig, settings: dict | None) -> MetaTrainCo
     return dataclasses.replace(saved, **settings)
 
 
-def write_config(run_dir: Path, cfg: MetaTrainConfig) -> None:
-    (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
-
-
 def default_config(preset: str = "cpu", **overrides) -> MetaTrainConfig:
     """The paper's meta-training settings, or for the `cpu` preset CPU_OVERRIDES on top."""
     base = dict(CPU_OVERRIDES) if preset == "cpu" else {}
@@ -430,7 +426,7 @@ def prepare_run_dir(cfg: MetaTrainConfig, run_dir: Path, resume: bool,
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or "
                           f"choose another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_config(run_dir, cfg)
+    (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     return state, cfg
 
 

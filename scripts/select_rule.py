@@ -106,8 +106,8 @@ def main():
     # theta.npz and theta_best.npz change as the run goes on: drop scores of replaced files.
     cache["scores"] = {k: v for k, v in cache["scores"].items() if k in current}
     for key, (label, where) in current.items():
-        rule = rules.load_rule(where)
-        if key not in cache["scores"]:
+        if key not in cache["scores"]:  # a rule is loaded only to be scored
+            rule = rules.load_rule(where)
             print(f"scoring {label} ...", flush=True)
             per = objective(rule, datasets, args.steps, args.seeds, cfg.eval_widths, cfg.shots)
             cache["scores"][key] = {"label": label, "path": where,
