@@ -53,10 +53,14 @@ def meta_grad(theta: rule.Theta, params: base_model.Params, batches: Array,
                                                          activation)
 
 
-# Truncated backprop one step at a time. The forward pass stores only the base-model parameters
-# of each step (small), and the backward pass recomputes one step and pulls the cotangent through
-# it: the memory of remat, flat in U, and -- unlike a scan -- a single compilation for every
-# unroll length, which matters when U is sampled afresh for each truncation.
+# Truncated backprop one step at a time, with a single compilation for every unroll length (which
+# matters when U is sampled afresh for each truncation). The forward pass keeps each step's
+# pullback -- the residuals of its linearisation -- so that the backward pass only pulls the
+# cotangent through; once the kept pullbacks would pass `pullback_bytes`, later steps keep only the
+# base-model parameters (small) and the backward pass recomputes them (remat: memory flat in U).
+
+PULLBACK_BYTES = 2 * 2**30  # the default budget for kept pullbacks, per truncation
+
 
 def _step_and_loss(theta, params, x, labeled, cfg, activation):
     params, _ = rule.unsupervised_update(theta, params, x, cfg, activation)
@@ -71,45 +75,81 @@ def forward_step(theta, params, x, cfg: RuleConfig, activation: str = "relu"):
 
 
 @partial(jax.jit, static_argnames=("cfg", "activation"))
+def linearize_step(theta, params, x, labeled: LabeledBatch, cfg: RuleConfig,
+                   activation: str = "relu"):
+    """phi_t, MetaObjective(phi_t) and the step's pullback, for a batch of tasks (leading axis).
+
+    The pullback (a jax.tree_util.Partial holding the residuals) maps the cotangents of
+    (phi_t, MetaObjective) to those of (theta, phi_{t-1}); see `pull_back`.
+    """
+    def one(p, xb, lb):
+        (new, loss), pullback = jax.vjp(
+            lambda th, pp: _step_and_loss(th, pp, xb, lb, cfg, activation), theta, p)
+        return new, loss, pullback
+
+    return jax.vmap(one)(params, x, labeled)
+
+
+@jax.jit
+def pull_back(pullback, g_params, weight):
+    """(cotangent of phi_{t-1}, d/d theta summed over tasks) from a kept pullback."""
+    g_theta, g_prev = jax.vmap(lambda pb, g: pb((g, weight)))(pullback, g_params)
+    return g_prev, jax.tree_util.tree_map(lambda a: jnp.sum(a, 0), g_theta)
+
+
+@partial(jax.jit, static_argnames=("cfg", "activation"))
 def backward_step(theta, params_prev, x, labeled: LabeledBatch, g_params, weight,
                   cfg: RuleConfig, activation: str = "relu"):
-    """Pull the cotangent of phi_t back to phi_{t-1}, adding weight * d MetaObjective(phi_t).
+    """Recompute step t and pull the cotangent of phi_t back to phi_{t-1}, adding
+    weight * d MetaObjective(phi_t).
 
     Every argument but theta and weight has a leading task axis.
     Returns (cotangent of phi_{t-1}, d/d theta summed over tasks, MetaObjective(phi_t) per task).
     """
-    def one(p, xb, lb, g):
-        (_, loss), vjp = jax.vjp(lambda th, pp: _step_and_loss(th, pp, xb, lb, cfg, activation),
-                                 theta, p)
-        g_theta, g_prev = vjp((g, weight))
-        return g_prev, g_theta, loss
+    _, losses, pullback = linearize_step(theta, params_prev, x, labeled, cfg, activation)
+    return *pull_back(pullback, g_params, weight), losses
 
-    g_prev, g_theta, losses = jax.vmap(one)(params_prev, x, labeled, g_params)
-    return g_prev, jax.tree_util.tree_map(lambda a: jnp.sum(a, 0), g_theta), losses
+
+def _nbytes(tree) -> int:
+    return sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(tree))
 
 
 def truncated_grad(theta, params, batches, labeled: LabeledBatch, cfg: RuleConfig,
-                   activation: str = "relu"):
+                   activation: str = "relu", pullback_bytes: int = PULLBACK_BYTES):
     """Gradient of the mean over tasks and steps of MetaObjective(phi_1..phi_U).
 
     Args:
       params: base-model parameters with a leading task axis (M, ...).
       batches: (M, U, B, N^0) unlabeled batches.
       labeled: LabeledBatch with a leading task axis.
+      pullback_bytes: memory for the steps' kept pullbacks; the steps beyond it are recomputed
+        in the backward pass (0: recompute every step, 1: keep only the first).
     Returns:
       (mean loss, final params, d loss / d theta, per-step losses (U, M)).
     """
     n_tasks, unroll = batches.shape[:2]
-    states = [params]
+    states, pullbacks, losses = [params], [None] * unroll, [None] * unroll
+    kept = step_bytes = 0
     for t in range(unroll):
-        states.append(forward_step(theta, states[-1], batches[:, t], cfg, activation))
+        # The first step's size is known only once it is built: a positive budget keeps it.
+        if 0 < pullback_bytes >= kept + step_bytes and (t == 0 or pullbacks[t - 1] is not None):
+            params, losses[t], pullbacks[t] = linearize_step(theta, params, batches[:, t],
+                                                             labeled, cfg, activation)
+            step_bytes = _nbytes(pullbacks[t])
+            kept += step_bytes
+        else:
+            params = forward_step(theta, params, batches[:, t], cfg, activation)
+        states.append(params)
     weight = jnp.asarray(1.0 / (unroll * n_tasks), batches.dtype)
     g_params = jax.tree_util.tree_map(jnp.zeros_like, params)
     g_theta = jax.tree_util.tree_map(jnp.zeros_like, theta)
-    losses = [None] * unroll
     for t in range(unroll - 1, -1, -1):
-        g_params, g_t, losses[t] = backward_step(theta, states[t], batches[:, t], labeled,
-                                                 g_params, weight, cfg, activation)
+        if pullbacks[t] is None:
+            g_params, g_t, losses[t] = backward_step(theta, states[t], batches[:, t], labeled,
+                                                     g_params, weight, cfg, activation)
+        else:
+            g_params, g_t = pull_back(pullbacks[t], g_params, weight)
+            pullbacks[t] = None  # free its residuals as soon as they are used
         g_theta = jax.tree_util.tree_map(jnp.add, g_theta, g_t)
     losses = jnp.stack(losses)
     return jnp.mean(losses), states[-1], g_theta, losses

@@ -74,19 +74,42 @@ def _reference_conv1d(m, w, axis):
     return sum(jnp.roll(m, k // 2 - i, axis=axis) @ taps[i] for i in range(k))
 
 
+# With 32 channels in and out, lengths of 4k and 2k along the convolved axis take Winograd's F(4, 3)
+# and F(2, 3); thin convolutions, other lengths and 5 taps take the stacked product.
 @pytest.mark.parametrize("shape, k", [((5, 7, 2), 3), ((16, 9, 6), 5), ((2, 1, 3), 3),
-                                      ((3, 2, 4), 5)])
+                                      ((3, 2, 4), 5), ((8, 12, 6), 3), ((6, 10, 5), 3),
+                                      ((4, 2, 3), 3), ((8, 6, 32), 3)])
 @pytest.mark.parametrize("axis", [0, 1])
 def test_conv1d_and_its_gradient_are_the_circular_convolutions(shape, k, axis):
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
     m = jax.random.normal(keys[0], shape)
-    w = jax.random.normal(keys[1], (k * shape[-1], 4))
-    g = jax.random.normal(keys[2], shape[:2] + (4,))
+    w = jax.random.normal(keys[1], (k * shape[-1], shape[-1])) / shape[-1]
+    g = jax.random.normal(keys[2], shape)
     out, vjp = jax.vjp(lambda m, w: rule.conv1d(m, w, axis), m, w)
     ref, ref_vjp = jax.vjp(lambda m, w: _reference_conv1d(m, w, axis), m, w)
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
     for got, want in zip(vjp(g), ref_vjp(g)):  # the hand-written VJP
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+@pytest.mark.parametrize("axis", [0, 1])
+def test_winograd_is_the_circular_convolution(tile, axis):
+    with jax.enable_x64(True):  # exact transforms: equal to float64 round-off
+        keys = jax.random.split(jax.random.PRNGKey(1), 2)
+        m = jax.random.normal(keys[0], (12, 8, 5), jnp.float64)
+        w = jax.random.normal(keys[1], (15, 7), jnp.float64)
+        g = jax.random.normal(keys[0], (12, 8, 7), jnp.float64)
+        out, vjp = jax.vjp(lambda w: _reference_conv1d(m, w, axis), w)
+        np.testing.assert_allclose(rule.winograd_conv3(m, w, axis, tile), out,
+                                   rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(rule.winograd_weight_grad(m, g, axis, tile), vjp(g)[0],
+                                   rtol=1e-12, atol=1e-12)
+    wide = (3 * 32, 32)
+    assert rule.winograd_tile(12, wide, 32) == 4 and rule.winograd_tile(10, wide, 32) == 2
+    assert rule.winograd_tile(9, wide, 32) is None
+    assert rule.winograd_tile(8, (5 * 32, 32), 32) is None      # 5 taps
+    assert rule.winograd_tile(8, (3 * 4, 4), 4) is None         # too thin to gain
 
 
 def _reference_compute_h(d, x, z, w_in, w_out, b, theta, cfg):
@@ -240,7 +263,8 @@ def test_unknown_preset_raises():
         preset("huge")
 
 
-def test_stepwise_truncated_gradient_equals_scan_gradient():
+@pytest.mark.parametrize("pullback_bytes", [0, 1, truncated.PULLBACK_BYTES])  # remat, mixed, kept
+def test_stepwise_truncated_gradient_equals_scan_gradient(pullback_bytes):
     theta, params, _ = _setup(seed=2)
     keys = jax.random.split(jax.random.PRNGKey(6), 3)
     batches = jax.random.uniform(keys[0], (2, 3, 16, 12))  # 2 tasks, U = 3
@@ -248,7 +272,8 @@ def test_stepwise_truncated_gradient_equals_scan_gradient():
     xs = jax.random.uniform(keys[1], (2, 2, 12, 12))
     labeled = truncated.LabeledBatch(xs[:, 0], jnp.stack([y, y]), xs[:, 1], jnp.stack([y, y]))
     stacked = jax.tree_util.tree_map(lambda a: jnp.stack([a, a]), params)
-    loss, final, grad, _ = truncated.truncated_grad(theta, stacked, batches, labeled, TINY)
+    loss, final, grad, _ = truncated.truncated_grad(theta, stacked, batches, labeled, TINY,
+                                                    pullback_bytes=pullback_bytes)
     per_task = [truncated.meta_grad(theta, params, batches[i],
                                     jax.tree_util.tree_map(lambda a: a[i], labeled), TINY)
                 for i in range(2)]
