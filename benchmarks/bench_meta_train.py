@@ -69,8 +69,9 @@ def main():
             print(f"| {r['m']} | {r['mode']} | {r['sec']:.2f} | {r['per_hour']:.0f} "
                   f"| {r['tasks_per_s']:.2f} | {r['applications_per_s_core']:.2f} |", flush=True)
     for mode in modes:
-        first, *_, last = [r for r in rows if r["mode"] == mode] * 2
-        if last["m"] != first["m"]:
+        per_mode = [r for r in rows if r["mode"] == mode]
+        first, last = per_mode[0], per_mode[-1]
+        if len(per_mode) > 1:
             print(f"{mode}: batching {last['m']} tasks gives {last['tasks_per_s'] / first['tasks_per_s']:.2f}× "
                   f"the task throughput of {first['m']}")
     if len(modes) == 2:

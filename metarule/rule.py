@@ -133,10 +133,9 @@ def winograd_tile(length: int, w_shape: tuple[int, int], c_in: int) -> int | Non
 
 
 def circular_conv(m: Array, w: Array, axis: int) -> Array:
-    k = w.shape[0] // m.shape[-1]
     tile = winograd_tile(m.shape[axis], w.shape, m.shape[-1])
     if tile is None:
-        return circular_neighbours(m, k, axis) @ w
+        return circular_neighbours(m, w.shape[0] // m.shape[-1], axis) @ w
     return winograd_conv3(m, w, axis, tile)
 
 
@@ -147,9 +146,9 @@ def conv1d(m: Array, w: Array, axis: int) -> Array:
 
     Circular, because neither axis has edges: batch order is arbitrary and the unit positions are
     sin/cos features on a circle (App.81-82). Computed by Winograd's F(4, 3) or F(2, 3) where the
-    axis length allows and the channels are many, else as one matrix product over stacked neighbours. Its gradient is
-    written out below (a custom VJP), so the rule can be differentiated in reverse mode only, as
-    everything here does.
+    axis length allows and the channels are many, else as one matrix product over stacked
+    neighbours. Its gradient is written out below (a custom VJP), so the rule can be
+    differentiated in reverse mode only, as everything here does.
     """
     return circular_conv(m, w, axis)
 

@@ -129,14 +129,15 @@ def truncated_grad(theta, params, batches, labeled: LabeledBatch, cfg: RuleConfi
     """
     n_tasks, unroll = batches.shape[:2]
     states, pullbacks, losses = [params], [None] * unroll, [None] * unroll
-    kept = step_bytes = 0
+    kept = 0
+    keeping = pullback_bytes > 0  # a step's size is known once it is built: the first is kept
     for t in range(unroll):
-        # The first step's size is known only once it is built: a positive budget keeps it.
-        if 0 < pullback_bytes >= kept + step_bytes and (t == 0 or pullbacks[t - 1] is not None):
+        if keeping:
             params, losses[t], pullbacks[t] = linearize_step(theta, params, batches[:, t],
                                                              labeled, cfg, activation)
             step_bytes = _nbytes(pullbacks[t])
             kept += step_bytes
+            keeping = kept + step_bytes <= pullback_bytes
         else:
             params = forward_step(theta, params, batches[:, t], cfg, activation)
         states.append(params)
