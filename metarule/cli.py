@@ -209,7 +209,11 @@ def build_parser() -> Parser:
     mt.add_argument("--out", default="runs/meta-train", help="run folder")
     mt.add_argument("--resume", action="store_true", help="continue from the run folder")
     mt.add_argument("--init", default=None,
-                    help="named initial rule (rules.INITIAL_RULES; default sanger, docs/starts.md)")
+                    help="initial rule: a name in rules.INITIAL_RULES (default sanger, "
+                         "docs/starts.md), or a shipped rule / rule .npz to fine-tune")
+    mt.add_argument("--lr", type=float, default=None,
+                    help="first meta learning rate; later pieces of the schedule keep the "
+                         "preset's ratios (cpu preset: 1e-3, 3e-4, 1e-4)")
     mt.add_argument("--backend", default="local", choices=("local", "ray"))
     mt.add_argument("--address", default=None, help="Ray cluster address")
     mt.add_argument("--workers", type=positive_int, default=None)

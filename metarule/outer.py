@@ -206,7 +206,7 @@ class TrainState(NamedTuple):
 
 
 def init_state(cfg: MetaTrainConfig, sampler: TaskSampler) -> tuple[TrainState, Group]:
-    theta = rules.init_rule(cfg.init, cfg.rule_cfg, jax.random.PRNGKey(cfg.seed))
+    theta = rules.start_theta(cfg.init, cfg.rule_cfg, jax.random.PRNGKey(cfg.seed))
     group = sample_group(sampler, cfg, 0)
     state = TrainState(theta, optimizer(cfg).init(theta), 0, 0, 0, 0,
                        init_group_params(group, cfg), 0, 0.0)
@@ -496,18 +496,32 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
     return state
 
 
+def scaled_lr(preset: str, lr: float | None) -> tuple[float, ...] | None:
+    """The preset's learning-rate schedule rescaled to start at `lr` (None: unchanged)."""
+    if lr is None:
+        return None
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ConfigError(f"--lr must be a positive number, got {lr}")
+    values = default_config(preset).lr_values
+    return tuple(v * lr / values[0] for v in values)
+
+
 def cli_main(args) -> int:
     """`metarule meta-train` (arguments defined in metarule.cli)."""
     settings = {"eval_every_s": getattr(args, "eval_every_s", None),
                 "snapshot_every": getattr(args, "snapshot_every", None)}
     training = {"init": args.init, "tasks_per_step": args.tasks_per_step,
+                "lr_values": scaled_lr(args.preset or "cpu", getattr(args, "lr", None)),
                 "budget": getattr(args, "budget", None),
                 "eval_steps": getattr(args, "eval_steps", None)}
     if args.resume and (given := [k for k, v in training.items() if v is not None]):
-        raise ConfigError(f"--{given[0].replace('_', '-')} cannot change a resumed run; drop it "
+        flag = {"lr_values": "lr"}.get(given[0], given[0]).replace("_", "-")
+        raise ConfigError(f"--{flag} cannot change a resumed run; drop it "
                           f"or start a new run with another --out")
     cfg = default_config(args.preset or "cpu", seed=args.seed, **{
         k: v for k, v in {**training, **settings}.items() if v is not None})
+    if not args.resume:  # a bad --init fails before the run folder is written
+        rules.start_theta(cfg.init, cfg.rule_cfg, jax.random.PRNGKey(cfg.seed))
     if getattr(args, "backend", "local") == "ray":
         from metarule import distributed
         distributed.run(cfg, args.out, hours=args.hours, steps=args.steps, resume=args.resume,

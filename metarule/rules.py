@@ -74,6 +74,18 @@ def init_rule(name: str, preset: str | RuleConfig = "cpu", key: jax.Array | None
     return dict(theta, merge=jnp.asarray(merge), bias_readout=jnp.zeros_like(theta["bias_readout"]))
 
 
+def start_theta(spec: str, cfg: RuleConfig, key: jax.Array) -> rule.Theta:
+    """theta that meta-training starts from: a named initial rule, or a meta-trained rule
+    (shipped name or .npz path) to fine-tune, which must have been trained with `cfg`."""
+    if spec == "random" or spec in INITIAL_RULES:
+        return init_rule(spec, cfg, key)
+    start = load_rule(spec, seed=0)
+    if start.cfg != cfg:
+        raise RuleError(f"rule {spec!r} was meta-trained with another rule config than this "
+                        f"run's preset; meta-train with the preset it was trained with")
+    return start.theta
+
+
 def save_rule(path: str | os.PathLike, theta: rule.Theta, cfg: RuleConfig, card: dict) -> None:
     """Write theta, its config and a card to one .npz, atomically."""
     flat, _ = ravel_pytree(theta)

@@ -28,6 +28,8 @@ def run(capsys, *argv):
     (["meta-train", "--resume", "--init", "sanger", "--out", "m"],
      "--init cannot change a resumed run"),
     (["meta-train", "--budget", "400,100", "--out", "m"], "LO,HI with 1 <= LO <= HI"),
+    (["meta-train", "--resume", "--lr", "1e-4", "--out", "m"], "--lr cannot change a resumed run"),
+    (["meta-train", "--init", "no_such_rule", "--steps", "1", "--out", "m"], "unknown rule"),
     (["experiment", "meta-curves"], "needs a RUN_DIR"),
     (["experiment", "datasets", "--full", "--tiny"], "not allowed with"),
     ([], "required"),

@@ -118,3 +118,25 @@ def test_sigterm_ends_a_run_with_a_final_checkpoint(tmp_path):
     logged = [json.loads(l)["step"] for l in metrics.read_text().splitlines()]
     assert state.step == len(logged) and logged == list(range(len(logged)))
     assert os.path.exists(run_dir / "meta_training.png")
+
+
+def test_a_run_can_start_from_a_meta_trained_rule(tmp_path):
+    # Fine-tuning: the run's first theta is the rule file's, bit for bit.
+    cfg = outer.MetaTrainConfig(**TINY)
+    theta = rules.init_rule("sanger", cfg.rule_cfg, jax.random.PRNGKey(3))
+    theta = dict(theta, merge=theta["merge"] + 0.25)
+    rules.save_rule(tmp_path / "start.npz", theta, cfg.rule_cfg, {"name": "start"})
+    fine = outer.MetaTrainConfig(**{**TINY, "init": str(tmp_path / "start.npz")})
+    state, _ = outer.init_state(fine, outer.TaskSampler(outer.task_config(fine), 0))
+    _leaves_equal(state.theta, theta)
+    # ... and only with the rule config it was meta-trained with.
+    other = outer.MetaTrainConfig(**{**TINY, "preset": "cpu", "init": str(tmp_path / "start.npz")})
+    with pytest.raises(rules.RuleError, match="another rule config"):
+        outer.init_state(other, outer.TaskSampler(outer.task_config(other), 0))
+
+
+def test_lr_flag_rescales_the_schedule():
+    assert outer.scaled_lr("cpu", None) is None
+    np.testing.assert_allclose(outer.scaled_lr("cpu", 3e-4), (3e-4, 9e-5, 3e-5))
+    with pytest.raises(ConfigError, match="--lr must be a positive"):
+        outer.scaled_lr("cpu", 0.0)
