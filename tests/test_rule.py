@@ -112,6 +112,17 @@ def test_winograd_is_the_circular_convolution(tile, axis):
     assert rule.winograd_tile(8, (3 * 4, 4), 4) is None         # too thin to gain
 
 
+def test_bn_relu_gradient_is_autodiffs():
+    with jax.enable_x64(True):
+        keys = jax.random.split(jax.random.PRNGKey(2), 2)
+        m = 3.0 * jax.random.normal(keys[0], (9, 6, 4), jnp.float64) + 1.0
+        g = jax.random.normal(keys[1], (9, 6, 4), jnp.float64)
+        plain = lambda m: jax.nn.relu(rule.batch_norm(m, 1e-5))
+        out, vjp = jax.vjp(lambda m: rule.bn_relu(m, 1e-5), m)
+        np.testing.assert_allclose(out, plain(m), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(vjp(g)[0], jax.vjp(plain, m)[1](g)[0], rtol=1e-10, atol=1e-12)
+
+
 def _reference_compute_h(d, x, z, w_in, w_out, b, theta, cfg):
     """computeH (App.80-104) as the paper writes it: every channel broadcast to (B, N, .)."""
     p = theta["compute_h"]
