@@ -25,16 +25,19 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
-def widths_arg(text: str) -> tuple[int, ...]:
-    """'128,128,128,128' -> (128, 128, 128, 128); every width a positive integer."""
-    try:
-        widths = tuple(int(w) for w in text.split(","))
-    except ValueError:
-        widths = ()
-    if not widths or min(widths) < 1:
-        raise argparse.ArgumentTypeError(
-            f"widths must be comma-separated positive integers such as 128,128, got {text!r}")
-    return widths
+def positive_ints(what: str, example: str):
+    """An argparse type: 'a,b,...' -> a tuple of positive integers, named `what` in errors."""
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            values = tuple(int(v) for v in text.split(","))
+        except ValueError:
+            values = ()
+        if not values or min(values) < 1:
+            raise argparse.ArgumentTypeError(
+                f"{what} must be comma-separated positive integers such as {example}, "
+                f"got {text!r}")
+        return values
+    return parse
 
 
 def range_arg(text: str) -> tuple[int, int]:
@@ -162,7 +165,7 @@ def build_parser() -> Parser:
     t.add_argument("--rule", required=True,
                    help="shipped rule name, .npz path, 'untrained' or 'init:NAME'")
     t.add_argument("--steps", type=count_arg, required=True, help="inner steps")
-    t.add_argument("--widths", type=widths_arg, default=(128, 128, 128, 128),
+    t.add_argument("--widths", type=positive_ints("widths", "128,128"), default=(128, 128, 128, 128),
                    help="hidden widths, e.g. 128,128,128,128")
     t.add_argument("--activation", default="relu", choices=ACTIVATIONS)
     t.add_argument("--permute", action="store_true", help="fixed random input permutation")
@@ -221,6 +224,10 @@ def build_parser() -> Parser:
     mt.add_argument("--budget", type=range_arg, default=None,
                     help="inner steps a task's base models get before new tasks are drawn, "
                          "LO,HI (cpu preset: 100,400); reach the horizon the rule is used for")
+    mt.add_argument("--widths", type=positive_ints("widths", "64,128"), default=None,
+                    help="hidden widths the tasks' base models draw from (cpu preset: 64)")
+    mt.add_argument("--depths", type=positive_ints("depths", "2,4"), default=None,
+                    help="hidden-layer counts the tasks' base models draw from (cpu preset: 2)")
     mt.add_argument("--seed", type=int, default=0)
     mt.add_argument("--eval-every-s", type=float, default=None,
                     help="seconds between held-out evaluations (0: none; default 600)")

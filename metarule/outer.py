@@ -513,6 +513,7 @@ def cli_main(args) -> int:
     training = {"init": args.init, "tasks_per_step": args.tasks_per_step,
                 "lr_values": scaled_lr(args.preset or "cpu", getattr(args, "lr", None)),
                 "budget": getattr(args, "budget", None),
+                "widths": getattr(args, "widths", None), "depths": getattr(args, "depths", None),
                 "eval_steps": getattr(args, "eval_steps", None)}
     if args.resume and (given := [k for k, v in training.items() if v is not None]):
         flag = {"lr_values": "lr"}.get(given[0], given[0]).replace("_", "-")

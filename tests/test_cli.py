@@ -29,6 +29,10 @@ def run(capsys, *argv):
      "--init cannot change a resumed run"),
     (["meta-train", "--budget", "400,100", "--out", "m"], "LO,HI with 1 <= LO <= HI"),
     (["meta-train", "--resume", "--lr", "1e-4", "--out", "m"], "--lr cannot change a resumed run"),
+    (["meta-train", "--depths", "2,0", "--out", "m"],
+     "depths must be comma-separated positive integers"),
+    (["meta-train", "--resume", "--widths", "128", "--out", "m"],
+     "--widths cannot change a resumed run"),
     (["meta-train", "--init", "no_such_rule", "--steps", "1", "--out", "m"], "unknown rule"),
     (["experiment", "meta-curves"], "needs a RUN_DIR"),
     (["experiment", "datasets", "--full", "--tiny"], "not allowed with"),
@@ -84,10 +88,10 @@ def test_hook_arguments_parse():
         ["meta-train", "--preset", "cpu", "--hours", "0.5", "--steps", "10", "--out", "r",
          "--resume", "--init", "oja", "--backend", "ray", "--address", "auto", "--workers", "3",
          "--tasks-per-step", "4", "--seed", "1", "--budget", "200,1000",
-         "--eval-steps", "500"])
+         "--eval-steps", "500", "--widths", "64,128", "--depths", "4"])
     assert (args.hours, args.steps, args.resume, args.init, args.backend, args.workers,
             args.tasks_per_step, args.seed, args.budget) == (0.5, 10, True, "oja", "ray", 3, 4,
                                                              1, (200, 1000))
-    assert args.eval_steps == 500
+    assert (args.eval_steps, args.widths, args.depths) == (500, (64, 128), (4,))
     demo = cli.build_parser().parse_args(["demo", "--steps", "100", "--out", "d"])
     assert demo.steps == 100 and demo.rule is None  # filled in by main: shipped rule or untrained
