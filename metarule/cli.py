@@ -250,13 +250,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run the `metarule` command line; returns the exit status."""
     from metarule import data, rules, train
     from metarule.config import ConfigError
-    from metarule.experiments import ExperimentError, default_rule_spec
+    from metarule.experiments import ExperimentError
 
     enable_compile_cache()
     try:
         args = build_parser().parse_args(argv)
         if args.verb == "demo" and args.rule is None:
-            args.rule = default_rule_spec()
+            args.rule = rules.default_rule_spec()
         return args.func(args)
     except UsageError as e:
         print(e, file=sys.stderr)

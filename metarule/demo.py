@@ -16,7 +16,7 @@ from sklearn.decomposition import PCA
 from tqdm import tqdm
 
 from metarule import baselines, data, evaluate, rules, train
-from metarule.experiments import common, default_rule_spec
+from metarule.experiments import common
 
 DATASET = "mnist14"  # not among the meta-training datasets (tasks.py): held out from the rule
 DEFAULT_STEPS = 500
@@ -78,7 +78,7 @@ def run(args, n_test: int | None = None, seeds: int = SEEDS,
       metarule.train.TrainError: the chosen rule drove the model to NaN/inf.
     """
     start = time.perf_counter()
-    spec = args.rule or default_rule_spec()
+    spec = args.rule or rules.default_rule_spec()
     steps = DEFAULT_STEPS if args.steps is None else args.steps
     out = Path(args.out or DEFAULT_OUT)
     out.mkdir(parents=True, exist_ok=True)

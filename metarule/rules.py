@@ -130,6 +130,12 @@ def shipped_rules() -> list[str]:
         if folder.is_dir() else []
 
 
+def default_rule_spec() -> str:
+    """The first shipped (meta-trained) rule, or the paper's untrained initialisation."""
+    shipped = shipped_rules()
+    return shipped[0] if shipped else "untrained"
+
+
 def load_rule(spec: str, preset: str = "cpu", seed: int = 0) -> Rule:
     """A rule from a spec: "untrained" (the paper's random theta), "init:NAME", a shipped rule's
     name, or a path to a rule .npz."""

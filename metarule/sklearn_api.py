@@ -5,7 +5,7 @@ returns the 32-d embedding.
     from sklearn.linear_model import LogisticRegression
     from metarule.sklearn_api import Embedder
 
-    clf = Pipeline([("emb", Embedder(steps=500)), ("clf", LogisticRegression())])
+    clf = Pipeline([("emb", Embedder()), ("clf", LogisticRegression())])  # the shipped rule
     clf.fit(x_train, y_train)   # the rule never sees y_train; LogisticRegression does
 """
 from __future__ import annotations
@@ -51,9 +51,11 @@ class Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
 
     Args:
       rule: a rule spec for `metarule.rules.load_rule` ("untrained", "init:NAME", a shipped
-        rule's name or a .npz path) or a loaded `metarule.rules.Rule`.
+        rule's name or a .npz path), a loaded `metarule.rules.Rule`, or None (the default) for
+        the first shipped meta-trained rule (`metarule.rules.default_rule_spec()`).
       widths: hidden layer widths of the base model.
-      steps: applications of the rule (unlabeled batches) during `fit`.
+      steps: applications of the rule (unlabeled batches) during `fit`; 500 is the protocol
+        the shipped rule was chosen and scored with.
       activation: the base model's activation (metarule.config.ACTIVATIONS).
       preset: rule config preset for "untrained" / "init:NAME" specs.
       seed: seeds the rule's random theta (for "untrained"), the base model's initialisation
@@ -66,7 +68,7 @@ class Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
       n_features_in_: number of input features seen in `fit`.
     """
 
-    def __init__(self, rule="untrained", widths=(128, 128, 128, 128), steps=1000,
+    def __init__(self, rule=None, widths=(128, 128, 128, 128), steps=500,
                  activation="relu", preset="cpu", seed=0, progress=False):
         self.rule = rule
         self.widths = widths
@@ -90,8 +92,9 @@ class Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
           metarule.train.TrainError: the rule drove the model to NaN/inf.
         """
         X = validate_data(self, X, dtype=[np.float32, np.float64], ensure_min_samples=2)
-        rule = self.rule if isinstance(self.rule, rules.Rule) else \
-            rules.load_rule(self.rule, preset=self.preset, seed=self.seed)
+        spec = rules.default_rule_spec() if self.rule is None else self.rule
+        rule = spec if isinstance(spec, rules.Rule) else \
+            rules.load_rule(spec, preset=self.preset, seed=self.seed)
         params = train.train_base_model(rule, X, self.steps, widths=tuple(self.widths),
                                         activation=self.activation, seed=self.seed,
                                         progress=self.progress)

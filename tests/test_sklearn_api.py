@@ -5,12 +5,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+import metarule
 from metarule import rules
 from metarule.experiments import common
 from metarule.sklearn_api import EXPECTED_FAILED_CHECKS, Embedder
 
-TINY = {"widths": (8,), "steps": 2, "preset": "tiny"}  # compiles in seconds
-MNIST = {"widths": (16, 16), "steps": 2, "preset": "tiny"}  # test_demo's shapes: one compile
+# The untrained rule of the tiny preset compiles in seconds; MNIST has test_demo's shapes.
+TINY = {"rule": "untrained", "widths": (8,), "steps": 2, "preset": "tiny"}
+MNIST = {"rule": "untrained", "widths": (16, 16), "steps": 2, "preset": "tiny"}
 
 
 @parametrize_with_checks([Embedder(**TINY)],
@@ -41,6 +43,19 @@ def test_transform_is_32d_float64_and_order_invariant(fitted):
     perm = np.random.default_rng(1).permutation(40)
     np.testing.assert_array_equal(emb.transform(x[perm]), u[perm])
     assert list(emb.get_feature_names_out()[:2]) == ["embedder0", "embedder1"]
+
+
+def test_default_rule_is_the_shipped_one():
+    x = np.random.default_rng(0).normal(size=(70, 3))
+    emb = Embedder(widths=(8,), steps=1).fit(x)
+    assert emb.rule_name_ == rules.default_rule_spec() == rules.shipped_rules()[0]
+    assert emb.get_params()["rule"] is None  # resolved in fit, as scikit-learn expects
+    assert metarule.Embedder is Embedder
+
+
+def test_package_loads_shipped_rules_by_name():
+    rule = metarule.load_rule(metarule.shipped_rules()[0])
+    assert rule.card["meta_trained"] and rule.name == metarule.shipped_rules()[0]
 
 
 def test_accepts_a_loaded_rule():

@@ -32,7 +32,7 @@ EXPERIMENTS = {
 SIZES = ("tiny", "default", "full")
 
 __all__ = ["EXPERIMENTS", "SIZES", "Context", "ExperimentError", "command_line",
-           "default_rule_spec", "module", "run_experiment"]
+           "module", "run_experiment"]
 
 
 def module(name: str):
@@ -41,12 +41,6 @@ def module(name: str):
         raise ExperimentError(f"unknown experiment {name!r}; choose one of "
                               f"{', '.join(EXPERIMENTS)}")
     return importlib.import_module(f"metarule.experiments.{EXPERIMENTS[name]}")
-
-
-def default_rule_spec() -> str:
-    """The first shipped (meta-trained) rule, or the paper's untrained initialisation."""
-    shipped = rules.shipped_rules()
-    return shipped[0] if shipped else "untrained"
 
 
 def command_line(name: str, size: str, rule_spec: str | None, out: str | Path,
@@ -85,7 +79,7 @@ def run_experiment(name: str, size: str = "default", rule_spec: str | None = Non
     Args:
       name: a key of EXPERIMENTS.
       size: "tiny", "default" or "full".
-      rule_spec: the rule (`rules.load_rule` spec); None = `default_rule_spec()`.
+      rule_spec: the rule (`rules.load_rule` spec); None = `rules.default_rule_spec()`.
       out: the results folder.
       run_dir: the meta-training run folder (meta-curves only).
       progress: show progress bars.
@@ -97,7 +91,7 @@ def run_experiment(name: str, size: str = "default", rule_spec: str | None = Non
         raise ExperimentError("meta-curves needs a RUN_DIR (and only it takes one): "
                               "metarule experiment meta-curves RUN_DIR")
     setting = mod.SIZES[size]
-    spec = rule_spec or default_rule_spec()
+    spec = rule_spec or rules.default_rule_spec()
     rule = rules.load_rule(spec) if mod.USES_RULE else None
     ctx = Context(rule=rule, rule_spec=spec, run_dir=Path(run_dir) if run_dir else None,
                   progress=progress)
