@@ -165,8 +165,8 @@ def build_parser() -> Parser:
     t.add_argument("--rule", required=True,
                    help="shipped rule name, .npz path, 'untrained' or 'init:NAME'")
     t.add_argument("--steps", type=count_arg, required=True, help="inner steps")
-    t.add_argument("--widths", type=positive_ints("widths", "128,128"), default=(128, 128, 128, 128),
-                   help="hidden widths, e.g. 128,128,128,128")
+    t.add_argument("--widths", type=positive_ints("widths", "128,128"),
+                   default=(128, 128, 128, 128), help="hidden widths, e.g. 128,128,128,128")
     t.add_argument("--activation", default="relu", choices=ACTIVATIONS)
     t.add_argument("--permute", action="store_true", help="fixed random input permutation")
     t.add_argument("--seed", type=int, default=0)

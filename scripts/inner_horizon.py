@@ -75,8 +75,8 @@ def main():
     for name, row in table.items():
         ax.errorbar(checkpoints, [row[str(c)]["mean"] for c in checkpoints],
                     [row[str(c)]["stderr"] for c in checkpoints], marker="o", label=name)
-    ax.set(xscale="log", xlabel="inner steps", ylabel="meta-objective (training split; lower is better)",
-           title=f"rule {args.rule}")
+    ax.set(xscale="log", xlabel="inner steps", title=f"rule {args.rule}",
+           ylabel="meta-objective (training split; lower is better)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(args.out.with_suffix(".png"), dpi=120)
