@@ -255,8 +255,6 @@ def main(argv: list[str] | None = None) -> int:
     enable_compile_cache()
     try:
         args = build_parser().parse_args(argv)
-        if args.verb == "demo" and args.rule is None:
-            args.rule = rules.default_rule_spec()
         return args.func(args)
     except UsageError as e:
         print(e, file=sys.stderr)

@@ -94,4 +94,4 @@ def test_hook_arguments_parse():
                                                              1, (200, 1000))
     assert (args.eval_steps, args.widths, args.depths) == (500, (64, 128), (4,))
     demo = cli.build_parser().parse_args(["demo", "--steps", "100", "--out", "d"])
-    assert demo.steps == 100 and demo.rule is None  # filled in by main: shipped rule or untrained
+    assert demo.steps == 100 and demo.rule is None  # demo.run takes the shipped rule, else untrained
