@@ -51,6 +51,24 @@ def range_arg(text: str) -> tuple[int, int]:
     return lo, hi
 
 
+def dataset_mix(text: str) -> tuple[tuple[str, ...], tuple[float, ...]]:
+    """'glyphs14=2,patches16' -> (names, weights): meta-training datasets, weight 1 by default."""
+    names, weights = [], []
+    for item in text.split(","):
+        name, _, weight = item.partition("=")
+        try:
+            value = float(weight) if weight else 1.0
+        except ValueError:
+            value = -1.0
+        if not name or not value > 0:
+            raise argparse.ArgumentTypeError(
+                f"must be NAME[=WEIGHT],... with positive weights, such as glyphs14=2,patches16, "
+                f"got {text!r}")
+        names.append(name)
+        weights.append(value)
+    return tuple(names), tuple(weights)
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -228,6 +246,9 @@ def build_parser() -> Parser:
                     help="hidden widths the tasks' base models draw from (cpu preset: 64)")
     mt.add_argument("--depths", type=positive_ints("depths", "2,4"), default=None,
                     help="hidden-layer counts the tasks' base models draw from (cpu preset: 2)")
+    mt.add_argument("--datasets", type=dataset_mix, default=None,
+                    help="meta-training datasets, NAME[=WEIGHT],... (default glyphs14=0.5,"
+                         "patches16=0.25,stamps16=0.25)")
     mt.add_argument("--seed", type=int, default=0)
     mt.add_argument("--eval-every-s", type=float, default=None,
                     help="seconds between held-out evaluations (0: none; default 600)")

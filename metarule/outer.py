@@ -514,11 +514,14 @@ def cli_main(args) -> int:
                 "lr_values": scaled_lr(args.preset or "cpu", getattr(args, "lr", None)),
                 "budget": getattr(args, "budget", None),
                 "widths": getattr(args, "widths", None), "depths": getattr(args, "depths", None),
-                "eval_steps": getattr(args, "eval_steps", None)}
+                "eval_steps": getattr(args, "eval_steps", None),
+                "datasets": getattr(args, "datasets", None)}
     if args.resume and (given := [k for k, v in training.items() if v is not None]):
         flag = {"lr_values": "lr"}.get(given[0], given[0]).replace("_", "-")
         raise ConfigError(f"--{flag} cannot change a resumed run; drop it "
                           f"or start a new run with another --out")
+    if mix := training.pop("datasets"):
+        training["datasets"], training["dataset_weights"] = mix
     cfg = default_config(args.preset or "cpu", seed=args.seed, **{
         k: v for k, v in {**training, **settings}.items() if v is not None})
     if not args.resume:  # a bad --init fails before the run folder is written

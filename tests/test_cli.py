@@ -34,6 +34,9 @@ def run(capsys, *argv):
     (["meta-train", "--resume", "--widths", "128", "--out", "m"],
      "--widths cannot change a resumed run"),
     (["meta-train", "--init", "no_such_rule", "--steps", "1", "--out", "m"], "unknown rule"),
+    (["meta-train", "--datasets", "glyphs14=0", "--out", "m"], "positive weights"),
+    (["meta-train", "--resume", "--datasets", "glyphs14", "--out", "m"],
+     "--datasets cannot change a resumed run"),
     (["experiment", "meta-curves"], "needs a RUN_DIR"),
     (["experiment", "datasets", "--full", "--tiny"], "not allowed with"),
     ([], "required"),
@@ -90,10 +93,12 @@ def test_hook_arguments_parse():
         ["meta-train", "--preset", "cpu", "--hours", "0.5", "--steps", "10", "--out", "r",
          "--resume", "--init", "oja", "--backend", "ray", "--address", "auto", "--workers", "3",
          "--tasks-per-step", "4", "--seed", "1", "--budget", "200,1000",
-         "--eval-steps", "500", "--widths", "64,128", "--depths", "4"])
+         "--eval-steps", "500", "--widths", "64,128", "--depths", "4",
+         "--datasets", "glyphs14=2,patches16"])
     assert (args.hours, args.steps, args.resume, args.init, args.backend, args.workers,
             args.tasks_per_step, args.seed, args.budget) == (0.5, 10, True, "oja", "ray", 3, 4,
                                                              1, (200, 1000))
     assert (args.eval_steps, args.widths, args.depths) == (500, (64, 128), (4,))
+    assert args.datasets == (("glyphs14", "patches16"), (2.0, 1.0))
     demo = cli.build_parser().parse_args(["demo", "--steps", "100", "--out", "d"])
     assert demo.steps == 100 and demo.rule is None  # demo.run takes the shipped rule, else untrained
