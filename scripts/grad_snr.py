@@ -39,7 +39,7 @@ def rule_theta(spec: str, cfg: outer.MetaTrainConfig):
 
 
 def task_gradient(theta, cfg: outer.MetaTrainConfig, sampler: TaskSampler, index: int,
-                  unroll: int) -> tuple[np.ndarray, str, int]:
+                  unroll: int) -> tuple[np.ndarray, str]:
     """One task's truncated meta-gradient at a random point of its inner-step budget."""
     group = outer.sample_group(sampler, cfg, index)
     rng = np.random.default_rng([cfg.seed, index, 7])
@@ -53,7 +53,7 @@ def task_gradient(theta, cfg: outer.MetaTrainConfig, sampler: TaskSampler, index
     batches, labeled = outer.step_data(group, cfg, index, unroll)
     _, _, grad, _ = truncated.truncated_grad(theta, params, batches, labeled, cfg.rule_cfg,
                                              group.activation)
-    return np.asarray(ravel_pytree(grad)[0], np.float64), group.tasks[0].dataset, advance
+    return np.asarray(ravel_pytree(grad)[0], np.float64), group.tasks[0].dataset
 
 
 def snr(grads: np.ndarray) -> dict:
@@ -98,7 +98,7 @@ def main():
         theta = rule_theta(spec, cfg)
         grads, datasets, started = [], [], time.time()
         for index in tqdm(range(args.tasks), desc=spec):
-            g, dataset, _ = task_gradient(theta, cfg, sampler, index, args.unroll)
+            g, dataset = task_gradient(theta, cfg, sampler, index, args.unroll)
             grads.append(g)
             datasets.append(dataset)
         grads = np.stack(grads)
