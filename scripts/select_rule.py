@@ -14,6 +14,14 @@ training split. The test split, on which `metarule eval` reports accuracy, is no
 Scores are cached in RUN/selection.json (so the script can be rerun as a run goes on). The
 candidate with the lowest mean objective is chosen only if it beats the incumbent by more than
 two standard errors of the difference; otherwise the incumbent stays ("chosen" in the file).
+Every rule sees the same seeds (base-model initialisation, data order, labeled examples), so
+the difference is taken seed by seed.
+
+The best of many candidates is favoured by its own noise; to confirm it, score it alone
+against the incumbent on fresh seeds (cached in RUN/confirm.json):
+
+    python scripts/select_rule.py runs/cpu-oja --incumbent cpu-oja-v0 --only-extra \
+        --extra runs/cpu-oja/snapshots/theta_002000.npz --first-seed 100 --seeds 20
 """
 import argparse
 import json
@@ -26,13 +34,13 @@ from metarule import data, outer, rules
 from metarule.train import TrainError, train_base_model
 
 
-def objective(rule: rules.Rule, datasets: dict, steps: int, seeds: int, widths, shots: int
+def objective(rule: rules.Rule, datasets: dict, steps: int, seeds: range, widths, shots: int
               ) -> dict:
-    """{dataset: (mean, stderr)} of the training-split meta-objective over seeds."""
+    """{dataset: (mean, stderr, per-seed values)} of the training-split meta-objective."""
     out = {}
     for name, ds in datasets.items():
         values = []
-        for seed in range(seeds):
+        for seed in seeds:
             try:
                 params = train_base_model(rule, ds.x_train, steps, widths, seed=seed,
                                           progress=False)
@@ -41,7 +49,7 @@ def objective(rule: rules.Rule, datasets: dict, steps: int, seeds: int, widths, 
                 break
             values.append(outer.few_shot_objective(params, ds.x_train, ds.y_train,
                                                    ds.num_classes, shots, seed))
-        out[name] = {"mean": float(np.mean(values)),
+        out[name] = {"mean": float(np.mean(values)), "values": [float(v) for v in values],
                      "stderr": float(np.std(values, ddof=1) / math.sqrt(len(values)))
                      if len(values) > 1 else math.nan}
     return out
@@ -53,21 +61,34 @@ def mean_stderr(score: dict) -> float:
     return math.sqrt(sum(per)) / len(per)
 
 
+def difference(a: dict, b: dict) -> tuple[float, float]:
+    """Mean and standard error of a's objective minus b's: seed by seed where both have every
+    seed, else from the two standard errors."""
+    per_seed = [np.subtract(a["per_dataset"][d]["values"], b["per_dataset"][d]["values"])
+                for d in a["per_dataset"]]
+    if all(len(p) > 1 for p in per_seed) and np.isfinite(per_seed).all():
+        paired = np.mean(per_seed, axis=0)  # over datasets, per seed
+        return float(paired.mean()), float(np.std(paired, ddof=1) / math.sqrt(len(paired)))
+    return a["mean"] - b["mean"], math.hypot(mean_stderr(a), mean_stderr(b))
+
+
 def choose(ranked: list[dict], incumbent: str | None) -> str:
     """The best candidate's path, unless it fails to beat the incumbent by 2 standard errors."""
     best = ranked[0]
     held = [c for c in ranked if c["path"] == incumbent]
     if not held or best is held[0]:
         return best["path"]
-    margin = 2 * math.hypot(mean_stderr(best), mean_stderr(held[0]))
-    return best["path"] if best["mean"] < held[0]["mean"] - margin else incumbent
+    diff, stderr = difference(best, held[0])
+    return best["path"] if diff < -2 * stderr else incumbent
 
 
 def candidates(run_dir: Path, since: int, every: int, incumbent: str | None,
-               extra: list[str]) -> dict[str, str]:
+               extra: list[str], only_extra: bool = False) -> dict[str, str]:
     """{label: rule path or shipped name}."""
     found = {f"{Path(path).name} (step {rules.read_rule_file(Path(path)).card.get('outer_steps')})":
              path for path in extra}
+    if only_extra:
+        return found | ({f"shipped {incumbent}": incumbent} if incumbent else {})
     for path in sorted((run_dir / "snapshots").glob("theta_*.npz")):
         step = int(path.stem.split("_")[1])
         if step >= since and step % every == 0:
@@ -91,25 +112,31 @@ def main():
     parser.add_argument("--datasets", default="mnist14,fashion_mnist14")
     parser.add_argument("--steps", type=int, default=500, help="inner steps per base model")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--only-extra", action="store_true",
+                        help="score only the --extra rules and the incumbent (a confirmation)")
     args = parser.parse_args()
     cfg = outer.default_config("cpu")
-    cache_path = args.run_dir / "selection.json"
+    cache_path = args.run_dir / ("confirm.json" if args.only_extra else "selection.json")
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
-    protocol = {"steps": args.steps, "seeds": args.seeds, "widths": list(cfg.eval_widths),
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    protocol = {"steps": args.steps, "seeds": [seeds.start, seeds.stop],
+                "widths": list(cfg.eval_widths),
                 "shots": cfg.shots, "datasets": args.datasets.split(","),
                 "split": "train (unlabeled for the rule, labeled for the objective)"}
     if cache.get("protocol") != protocol:
         cache = {"protocol": protocol, "scores": {}}
     datasets = {name: data.load(name) for name in protocol["datasets"]}
     current = {f"{label} | {where}": (label, where) for label, where in candidates(
-        args.run_dir, args.since, args.every, args.incumbent, args.extra).items()}
+        args.run_dir, args.since, args.every, args.incumbent, args.extra,
+        args.only_extra).items()}
     # theta.npz and theta_best.npz change as the run goes on: drop scores of replaced files.
     cache["scores"] = {k: v for k, v in cache["scores"].items() if k in current}
     for key, (label, where) in current.items():
         if key not in cache["scores"]:  # a rule is loaded only to be scored
             rule = rules.load_rule(where)
             print(f"scoring {label} ...", flush=True)
-            per = objective(rule, datasets, args.steps, args.seeds, cfg.eval_widths, cfg.shots)
+            per = objective(rule, datasets, args.steps, seeds, cfg.eval_widths, cfg.shots)
             cache["scores"][key] = {"label": label, "path": where,
                                     "steps": rule.card.get("outer_steps"), "per_dataset": per,
                                     "mean": float(np.mean([v["mean"] for v in per.values()]))}
@@ -118,12 +145,14 @@ def main():
                     key=lambda c: math.inf if math.isnan(c["mean"]) else c["mean"])
     cache["chosen"] = choose(ranked, args.incumbent)
     cache_path.write_text(json.dumps(cache, indent=1))
-    print(f"| candidate | " + " | ".join(protocol["datasets"]) + " | mean |")
-    print("|---|" + "---|" * (len(protocol["datasets"]) + 1))
+    held = [c for c in ranked if c["path"] == args.incumbent]
+    print(f"| candidate | " + " | ".join(protocol["datasets"]) + " | mean | minus incumbent |")
+    print("|---|" + "---|" * (len(protocol["datasets"]) + 2))
     for c in ranked:
         cells = [f"{c['per_dataset'][d]['mean']:.3f} ± {c['per_dataset'][d]['stderr']:.3f}"
                  for d in protocol["datasets"]]
-        print(f"| {c['label']} | " + " | ".join(cells) + f" | {c['mean']:.3f} |")
+        versus = "{:+.3f} ± {:.3f}".format(*difference(c, held[0])) if held else "—"
+        print(f"| {c['label']} | " + " | ".join(cells) + f" | {c['mean']:.3f} | {versus} |")
     print(f"chosen: {cache['chosen']}")
 
 
