@@ -234,7 +234,8 @@ def build_parser() -> Parser:
                          "docs/starts.md), or a shipped rule / rule .npz to fine-tune")
     mt.add_argument("--lr", type=float, default=None,
                     help="first meta learning rate; later pieces of the schedule keep the "
-                         "preset's ratios (cpu preset: 1e-3, 3e-4, 1e-4)")
+                         "preset's ratios (cpu preset: 1e-3, 3e-4, 1e-4); 0 keeps theta "
+                         "fixed, a control run that draws the same tasks")
     mt.add_argument("--backend", default="local", choices=("local", "ray"))
     mt.add_argument("--address", default=None, help="Ray cluster address")
     mt.add_argument("--workers", type=positive_int, default=None)

@@ -138,5 +138,21 @@ def test_a_run_can_start_from_a_meta_trained_rule(tmp_path):
 def test_lr_flag_rescales_the_schedule():
     assert outer.scaled_lr("cpu", None) is None
     np.testing.assert_allclose(outer.scaled_lr("cpu", 3e-4), (3e-4, 9e-5, 3e-5))
-    with pytest.raises(ConfigError, match="--lr must be a positive"):
-        outer.scaled_lr("cpu", 0.0)
+    with pytest.raises(ConfigError, match="--lr must be a number >= 0"):
+        outer.scaled_lr("cpu", -1e-4)
+    with pytest.raises(ConfigError, match="all > 0, or all 0"):
+        outer.MetaTrainConfig(**{**TINY, "lr_values": (1e-3, 0.0, 1e-4)})
+
+
+def test_zero_lr_is_a_frozen_theta_control(tmp_path):
+    frozen_cfg = outer.MetaTrainConfig(**{**TINY, "lr_values": outer.scaled_lr("cpu", 0.0)})
+    assert frozen_cfg.lr_values == (0.0, 0.0, 0.0)
+    start = outer.init_state(frozen_cfg, outer.TaskSampler(outer.task_config(frozen_cfg), 0))[0]
+    frozen = outer.run(frozen_cfg, tmp_path / "frozen", steps=3, progress=False)
+    outer.run(outer.MetaTrainConfig(**TINY), tmp_path / "real", steps=3, progress=False)
+    _leaves_equal(frozen.theta, start.theta)
+
+    def stream(run):
+        rows = [json.loads(l) for l in open(tmp_path / run / "metrics.jsonl")]
+        return [(r["dataset"], r["inner_step"], r["unroll"]) for r in rows if r["kind"] == "train"]
+    assert stream("frozen") == stream("real")  # the same tasks, so the runs compare row by row
