@@ -1,6 +1,7 @@
 """The decision rule of scripts/select_rule.py: which rule ships is decided by these functions."""
 import importlib.util
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -55,3 +56,44 @@ def test_a_diverged_candidate_never_replaces_the_incumbent():
     diff, _ = select_rule.difference(a, b)
     assert math.isnan(diff)
     assert select_rule.choose([a, b], "shipped") == "shipped"
+
+
+def _load_script(name):
+    """A script that imports its sibling scripts, as `python scripts/NAME.py` lets it."""
+    scripts = str(Path(__file__).parents[1] / "scripts")
+    sys.path.insert(0, scripts)
+    try:
+        spec = importlib.util.spec_from_file_location(name, Path(scripts) / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(scripts)
+
+
+def test_line_search_tells_a_shared_direction_from_noise():
+    line_search = _load_script("line_search")
+    rng = np.random.default_rng(0)
+    noise = rng.standard_t(3, size=(128, 500))  # heavy tails, as the measured task gradients
+    shared = noise + 3.0 * np.eye(500)[0]  # |mu|^2 = 9 against a noise trace of 1500
+    found, none = line_search.held_out_t(shared), line_search.held_out_t(noise)
+    assert found["t"] > found["t_null"] + 3
+    assert abs(none["t"] - none["t_null"]) < 1.5
+    d = line_search.directions(shared)
+    assert d["sgd"][0] < -0.5 and np.argmin(d["adam"]) == 0  # both descend along -mu
+
+
+def test_line_search_refuses_overlapping_or_mixed_gradient_files(tmp_path):
+    line_search = _load_script("line_search")
+    meta = dict(rule="cpu-oja-v0", seed=0, datasets="glyphs14", unroll=8)
+    grads = np.ones((2, 3), np.float32)
+    np.savez(tmp_path / "a.npz", grads=grads, first=0, stop=2, **meta)
+    np.savez(tmp_path / "b.npz", grads=grads, first=1, stop=3, **meta)
+    np.savez(tmp_path / "c.npz", grads=grads, first=2, stop=4, **(meta | {"seed": 1}))
+    np.savez(tmp_path / "d.npz", grads=grads, first=2, stop=4, **meta)
+    with pytest.raises(SystemExit, match="overlap"):
+        line_search.load_grads([tmp_path / "a.npz", tmp_path / "b.npz"])
+    with pytest.raises(SystemExit, match="another rule or task stream"):
+        line_search.load_grads([tmp_path / "a.npz", tmp_path / "c.npz"])
+    both, info = line_search.load_grads([tmp_path / "a.npz", tmp_path / "d.npz"])
+    assert both.shape == (4, 3) and info["tasks"] == [(0, 2), (2, 4)]

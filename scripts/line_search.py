@@ -1,0 +1,167 @@
+"""One large-batch outer step with a line search: is there a descent direction at a rule?
+
+At `cpu-oja-v0` an outer step of 16 tasks does not measurably move even the training
+meta-objective (docs/meta_training.md, session 10), while session 8's signal-to-noise estimate
+says that the glyphs14 gradient is resolved by a few hundred tasks. This script takes that
+gradient from many independent tasks, as the paper's minibatch of 256 tasks would, and steps
+along it by several sizes, to be scored on held-out data by `select_rule.py`:
+
+    python scripts/line_search.py grads --rule cpu-oja-v0 --tasks 0:128 --out runs/ls/g0.npz
+    python scripts/line_search.py grads --rule cpu-oja-v0 --tasks 128:256 --out runs/ls/g1.npz
+    python scripts/line_search.py step --grads runs/ls/g0.npz runs/ls/g1.npz --out runs/ls
+    python scripts/select_rule.py runs/ls --incumbent cpu-oja-v0 --only-extra \
+        --extra runs/ls/step_*.npz --first-seed 200 --seeds 10
+
+`grads` runs one process per task range (so two ranges use both cores), each task drawn and
+advanced to a random point of its budget exactly as in `grad_snr.py`. `step` writes two kinds
+of candidates from the mean gradient mu and the per-coordinate second moment m2 of the tasks:
+  sgd  theta - s |theta| mu / |mu|          (a step of s of theta's norm along -mu)
+  adam theta - lr mu / sqrt(m2 + eps)       (Adam's direction once its moments have settled;
+                                            every coordinate moves by at most lr)
+"""
+import argparse
+import json
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from tqdm import tqdm
+
+from grad_snr import rule_theta, snr, task_gradient
+from metarule import outer, rules
+from metarule.tasks import TaskSampler
+
+EPS = 1e-12
+
+
+def config(args) -> outer.MetaTrainConfig:
+    names = tuple(args.datasets.split(","))
+    return outer.default_config(
+        "cpu", tasks_per_step=1, seed=args.seed, datasets=names,
+        dataset_weights=tuple(1 / len(names) for _ in names),
+        widths=tuple(int(w) for w in args.widths.split(",")),
+        depths=tuple(int(d) for d in args.depths.split(",")),
+        budget=tuple(int(b) for b in args.budget.split(",")))
+
+
+def grads_main(args) -> None:
+    cfg = config(args)
+    sampler = TaskSampler(outer.task_config(cfg), seed=cfg.seed)
+    theta = rule_theta(args.rule, cfg)
+    first, stop = (int(i) for i in args.tasks.split(":"))
+    grads, started = [], time.time()
+    for index in tqdm(range(first, stop), desc=f"tasks {args.tasks}"):
+        grads.append(task_gradient(theta, cfg, sampler, index, args.unroll)[0])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(args.out, grads=np.stack(grads).astype(np.float32), first=first, stop=stop,
+             rule=args.rule, seed=args.seed, datasets=args.datasets, unroll=args.unroll,
+             seconds=time.time() - started)
+    print(f"wrote {args.out}: {stop - first} task gradients in {time.time() - started:.0f} s")
+
+
+def load_grads(paths: list[Path]) -> tuple[np.ndarray, dict]:
+    """All tasks' gradients; the parts must cover disjoint tasks of one rule and stream."""
+    parts = [np.load(p) for p in paths]
+    meta = {k: str(parts[0][k]) for k in ("rule", "seed", "datasets", "unroll")}
+    for p, part in zip(paths, parts):
+        if any(str(part[k]) != v for k, v in meta.items()):
+            raise SystemExit(f"line_search: {p} comes from another rule or task stream than "
+                             f"{paths[0]}")
+    ranges = sorted((int(p["first"]), int(p["stop"])) for p in parts)
+    if any(a[1] > b[0] for a, b in zip(ranges, ranges[1:])):
+        raise SystemExit(f"line_search: task ranges {ranges} overlap")
+    grads = np.concatenate([p["grads"] for p in parts]).astype(np.float64)
+    if not np.isfinite(grads).all():
+        raise SystemExit("line_search: a task gradient is not finite; rerun its part")
+    return grads, meta | {"tasks": ranges}
+
+
+def directions(grads: np.ndarray) -> dict[str, np.ndarray]:
+    """Unit-free descent directions: -mu/|mu| and Adam's -mu/sqrt(m2)."""
+    mu = grads.mean(0)
+    m2 = np.mean(grads * grads, axis=0)
+    return {"sgd": -mu / np.linalg.norm(mu), "adam": -mu / np.sqrt(m2 + EPS)}
+
+
+def held_out_t(grads: np.ndarray, splits: int = 200, seed: int = 0) -> dict[str, float]:
+    """Is there a direction the tasks share? Over random halvings, the t-statistic of the
+    projections of one half's gradients on the other half's mean direction ("t"; ~ N(0, 1)
+    apart from the split's own bias when the tasks share nothing), and the same for the
+    gradients with fresh random signs for every halving ("t_null"), which share nothing by
+    construction: a shared direction shows as t well above t_null."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for key, flip in (("t", False), ("t_null", True)):
+        ts = []
+        for _ in range(splits):
+            g = grads * rng.choice([-1.0, 1.0], size=(len(grads), 1)) if flip else grads
+            order = rng.permutation(len(g))
+            a, b = g[order[:len(g) // 2]], g[order[len(g) // 2:]]
+            proj = b @ (a.mean(0) / np.linalg.norm(a.mean(0)))
+            ts.append(proj.mean() / (proj.std(ddof=1) / np.sqrt(len(proj))))
+        out[key] = float(np.median(ts))
+    return out
+
+
+def step_main(args) -> None:
+    grads, meta = load_grads(args.grads)
+    if meta["rule"].startswith("init:"):
+        raise SystemExit("line_search: step from a shipped rule or a rule file, not an init")
+    rule = rules.load_rule(meta["rule"])
+    flat, unravel = ravel_pytree(rule.theta)
+    flat = np.asarray(flat, np.float64)
+    d_all = directions(grads)
+    report = {"source": meta, "theta_norm": float(np.linalg.norm(flat)), "snr": snr(grads),
+              "held_out_t": held_out_t(grads),
+              # the same on unit gradients, which no heavy-tailed task can dominate
+              "held_out_t_unit": held_out_t(grads / np.linalg.norm(grads, axis=1, keepdims=True)),
+              "candidates": {}}
+    sizes = {"sgd": [float(s) for s in args.sgd.split(",") if s],
+             "adam": [float(s) for s in args.adam.split(",") if s]}
+    args.out.mkdir(parents=True, exist_ok=True)
+    for kind, values in sizes.items():
+        for size in values:
+            scale = size * np.linalg.norm(flat) if kind == "sgd" else size
+            moved = flat + scale * d_all[kind]
+            path = args.out / f"step_{kind}_{size:g}.npz"
+            card = {"name": path.stem, "meta_trained": True,
+                    "outer_steps": rule.card.get("outer_steps"),
+                    "line_search": {"from": meta["rule"], "direction": kind, "size": size,
+                                    "tasks": len(grads), "datasets": meta["datasets"]}}
+            rules.save_rule(path, jax.tree_util.tree_map(
+                np.asarray, unravel(moved.astype(np.float32))), rule.cfg, card)
+            report["candidates"][path.name] = {
+                "direction": kind, "size": size,
+                "moved_fraction_of_norm": float(np.linalg.norm(moved - flat)
+                                                / np.linalg.norm(flat))}
+    (args.out / "line_search.json").write_text(json.dumps(report, indent=1))
+    print(json.dumps({k: report[k] for k in ("snr", "held_out_t", "held_out_t_unit")}, indent=1))
+    print(f"wrote {len(report['candidates'])} candidates to {args.out}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("grads", help="truncated meta-gradients of a range of tasks")
+    g.add_argument("--rule", default="cpu-oja-v0")
+    g.add_argument("--tasks", default="0:128", help="FIRST:STOP task indices")
+    g.add_argument("--datasets", default="glyphs14")
+    g.add_argument("--widths", default="128")
+    g.add_argument("--depths", default="4")
+    g.add_argument("--budget", default="200,600")
+    g.add_argument("--unroll", type=int, default=8)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--out", type=Path, required=True)
+    s = sub.add_parser("step", help="candidates along the mean gradient")
+    s.add_argument("--grads", type=Path, nargs="+", required=True)
+    s.add_argument("--sgd", default="0.01,0.03", help="step sizes, fractions of |theta|")
+    s.add_argument("--adam", default="0.03", help="largest coordinate moves")
+    s.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    grads_main(args) if args.command == "grads" else step_main(args)
+
+
+if __name__ == "__main__":
+    main()
