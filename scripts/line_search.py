@@ -20,17 +20,20 @@ of candidates from the mean gradient mu and the per-coordinate second moment m2 
                                             every coordinate moves by at most lr)
 """
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 from tqdm import tqdm
 
 from grad_snr import rule_theta, snr, task_gradient
-from metarule import outer, rules
+from metarule import inner, outer, rules
+from metarule.meta_objective import meta_objective
 from metarule.tasks import TaskSampler
 
 EPS = 1e-12
@@ -46,36 +49,78 @@ def config(args) -> outer.MetaTrainConfig:
         budget=tuple(int(b) for b in args.budget.split(",")))
 
 
+def es_pair(flat: np.ndarray, unravel, cfg: outer.MetaTrainConfig, sampler: TaskSampler,
+            index: int, horizon: int, sigma: float) -> np.ndarray:
+    """One task's antithetic evolution-strategies estimate of the gradient of the meta-objective
+    after `horizon` inner steps from a fresh base model, smoothed at scale sigma: both
+    perturbations see the same base model, data and labeled examples, so the task's own
+    variance cancels to first order, and no gradient passes through the chaotic inner loop."""
+    group = outer.sample_group(sampler, cfg, index)
+    task = group.tasks[0]
+    rng = np.random.default_rng([cfg.seed, index, 11])
+    params = jax.tree_util.tree_map(lambda a: a[0], outer.init_group_params(group, cfg))
+    batches = jnp.asarray(task.unlabeled_batches(rng, horizon))
+    labeled = [jnp.asarray(a) for a in outer.fixed_size_labeled(task, rng, cfg)]
+    eps = rng.standard_normal(flat.shape).astype(np.float32)
+    losses = np.asarray(antithetic_losses(unravel, jnp.stack([flat + sigma * eps,
+                                                              flat - sigma * eps]),
+                                          params, batches, labeled, cfg.rule_cfg))
+    if not np.isfinite(losses).all():
+        return np.full(flat.shape, np.nan)
+    return (losses[0] - losses[1]) / (2 * sigma) * eps
+
+
+@functools.partial(jax.jit, static_argnames=("unravel", "rule_cfg"))
+def antithetic_losses(unravel, thetas, params, batches, labeled, rule_cfg):
+    def loss(flat):
+        trained, _ = inner.unroll(unravel(flat), params, batches, rule_cfg)
+        return meta_objective(trained, *labeled)
+    return jax.vmap(loss)(thetas)
+
+
 def grads_main(args) -> None:
     cfg = config(args)
     sampler = TaskSampler(outer.task_config(cfg), seed=cfg.seed)
     theta = rule_theta(args.rule, cfg)
+    flat, unravel = ravel_pytree(theta)  # one unravel: it is a static argument of the jit
     first, stop = (int(i) for i in args.tasks.split(":"))
     grads, started = [], time.time()
     for index in tqdm(range(first, stop), desc=f"tasks {args.tasks}"):
-        grads.append(task_gradient(theta, cfg, sampler, index, args.unroll)[0])
+        if args.es_horizon:
+            grads.append(es_pair(flat, unravel, cfg, sampler, index, args.es_horizon,
+                                 args.es_sigma))
+        else:
+            grads.append(task_gradient(theta, cfg, sampler, index, args.unroll)[0])
+    estimator = (f"es horizon {args.es_horizon} sigma {args.es_sigma}" if args.es_horizon
+                 else f"truncated unroll {args.unroll}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(args.out, grads=np.stack(grads).astype(np.float32), first=first, stop=stop,
-             rule=args.rule, seed=args.seed, datasets=args.datasets, unroll=args.unroll,
+             rule=args.rule, seed=args.seed, datasets=args.datasets, estimator=estimator,
              seconds=time.time() - started)
     print(f"wrote {args.out}: {stop - first} task gradients in {time.time() - started:.0f} s")
+
+
+def source(part) -> dict[str, str]:
+    """What a gradient file estimates (files from before the ES option name only U)."""
+    estimator = (str(part["estimator"]) if "estimator" in part
+                 else f"truncated unroll {part['unroll']}")
+    return {k: str(part[k]) for k in ("rule", "seed", "datasets")} | {"estimator": estimator}
 
 
 def load_grads(paths: list[Path]) -> tuple[np.ndarray, dict]:
     """All tasks' gradients; the parts must cover disjoint tasks of one rule and stream."""
     parts = [np.load(p) for p in paths]
-    meta = {k: str(parts[0][k]) for k in ("rule", "seed", "datasets", "unroll")}
+    meta = source(parts[0])
     for p, part in zip(paths, parts):
-        if any(str(part[k]) != v for k, v in meta.items()):
+        if source(part) != meta:
             raise SystemExit(f"line_search: {p} comes from another rule or task stream than "
                              f"{paths[0]}")
     ranges = sorted((int(p["first"]), int(p["stop"])) for p in parts)
     if any(a[1] > b[0] for a, b in zip(ranges, ranges[1:])):
         raise SystemExit(f"line_search: task ranges {ranges} overlap")
     grads = np.concatenate([p["grads"] for p in parts]).astype(np.float64)
-    if not np.isfinite(grads).all():
-        raise SystemExit("line_search: a task gradient is not finite; rerun its part")
-    return grads, meta | {"tasks": ranges}
+    finite = np.isfinite(grads).all(axis=1)  # a perturbed rule that diverged: dropped, counted
+    return grads[finite], meta | {"tasks": ranges, "dropped": int(np.sum(~finite))}
 
 
 def directions(grads: np.ndarray) -> dict[str, np.ndarray]:
@@ -151,7 +196,11 @@ def main():
     g.add_argument("--widths", default="128")
     g.add_argument("--depths", default="4")
     g.add_argument("--budget", default="200,600")
-    g.add_argument("--unroll", type=int, default=8)
+    g.add_argument("--unroll", type=int, default=8, help="truncation length U")
+    g.add_argument("--es-horizon", type=int, default=0,
+                   help="instead of the truncated gradient, an antithetic ES estimate of the "
+                        "meta-objective after this many inner steps from a fresh base model")
+    g.add_argument("--es-sigma", type=float, default=0.01, help="ES perturbation scale")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--out", type=Path, required=True)
     s = sub.add_parser("step", help="candidates along the mean gradient")

@@ -85,7 +85,7 @@ def test_line_search_tells_a_shared_direction_from_noise():
 
 def test_line_search_refuses_overlapping_or_mixed_gradient_files(tmp_path):
     line_search = _load_script("line_search")
-    meta = dict(rule="cpu-oja-v0", seed=0, datasets="glyphs14", unroll=8)
+    meta = dict(rule="cpu-oja-v0", seed=0, datasets="glyphs14", estimator="truncated unroll 8")
     grads = np.ones((2, 3), np.float32)
     np.savez(tmp_path / "a.npz", grads=grads, first=0, stop=2, **meta)
     np.savez(tmp_path / "b.npz", grads=grads, first=1, stop=3, **meta)
@@ -97,3 +97,6 @@ def test_line_search_refuses_overlapping_or_mixed_gradient_files(tmp_path):
         line_search.load_grads([tmp_path / "a.npz", tmp_path / "c.npz"])
     both, info = line_search.load_grads([tmp_path / "a.npz", tmp_path / "d.npz"])
     assert both.shape == (4, 3) and info["tasks"] == [(0, 2), (2, 4)]
+    np.savez(tmp_path / "e.npz", grads=np.full((2, 3), np.nan), first=4, stop=6, **meta)
+    kept, info = line_search.load_grads([tmp_path / "a.npz", tmp_path / "e.npz"])
+    assert kept.shape == (2, 3) and info["dropped"] == 2  # diverged perturbations are dropped
