@@ -13,7 +13,10 @@ along it by several sizes, to be scored on held-out data by `select_rule.py`:
         --extra runs/ls/step_*.npz --first-seed 200 --seeds 10
 
 `grads` runs one process per task range (so two ranges use both cores), each task drawn and
-advanced to a random point of its budget exactly as in `grad_snr.py`. `step` writes two kinds
+advanced to a random point of its budget exactly as in `grad_snr.py`, and takes its truncated
+meta-gradient (U = `--unroll`); with `--es-horizon T` it instead takes an antithetic
+evolution-strategies estimate of the meta-objective after T inner steps from a fresh base model
+(`--es-sigma`, and `--inner-lr` to try another inner step size). `step` writes two kinds
 of candidates from the mean gradient mu and the per-coordinate second moment m2 of the tasks:
   sgd  theta - s |theta| mu / |mu|          (a step of s of theta's norm along -mu)
   adam theta - lr mu / sqrt(m2 + eps)       (Adam's direction once its moments have settled;
@@ -33,6 +36,7 @@ from tqdm import tqdm
 
 from grad_snr import rule_theta, snr, task_gradient
 from metarule import inner, outer, rules
+from metarule.config import RuleConfig
 from metarule.meta_objective import meta_objective
 from metarule.tasks import TaskSampler
 
@@ -49,8 +53,8 @@ def config(args) -> outer.MetaTrainConfig:
         budget=tuple(int(b) for b in args.budget.split(",")))
 
 
-def es_pair(flat: np.ndarray, unravel, cfg: outer.MetaTrainConfig, sampler: TaskSampler,
-            index: int, horizon: int, sigma: float) -> np.ndarray:
+def es_pair(flat: np.ndarray, unravel, cfg: outer.MetaTrainConfig, rule_cfg: RuleConfig,
+            sampler: TaskSampler, index: int, horizon: int, sigma: float) -> np.ndarray:
     """One task's antithetic evolution-strategies estimate of the gradient of the meta-objective
     after `horizon` inner steps from a fresh base model, smoothed at scale sigma: both
     perturbations see the same base model, data and labeled examples, so the task's own
@@ -64,7 +68,7 @@ def es_pair(flat: np.ndarray, unravel, cfg: outer.MetaTrainConfig, sampler: Task
     eps = rng.standard_normal(flat.shape).astype(np.float32)
     losses = np.asarray(antithetic_losses(unravel, jnp.stack([flat + sigma * eps,
                                                               flat - sigma * eps]),
-                                          params, batches, labeled, cfg.rule_cfg))
+                                          params, batches, labeled, rule_cfg))
     if not np.isfinite(losses).all():
         return np.full(flat.shape, np.nan)
     return (losses[0] - losses[1]) / (2 * sigma) * eps
@@ -83,15 +87,17 @@ def grads_main(args) -> None:
     sampler = TaskSampler(outer.task_config(cfg), seed=cfg.seed)
     theta = rule_theta(args.rule, cfg)
     flat, unravel = ravel_pytree(theta)  # one unravel: it is a static argument of the jit
+    rule_cfg = cfg.rule_cfg.replace(inner_lr=args.inner_lr) if args.inner_lr else cfg.rule_cfg
     first, stop = (int(i) for i in args.tasks.split(":"))
     grads, started = [], time.time()
     for index in tqdm(range(first, stop), desc=f"tasks {args.tasks}"):
         if args.es_horizon:
-            grads.append(es_pair(flat, unravel, cfg, sampler, index, args.es_horizon,
-                                 args.es_sigma))
+            grads.append(es_pair(flat, unravel, cfg, rule_cfg, sampler, index,
+                                 args.es_horizon, args.es_sigma))
         else:
             grads.append(task_gradient(theta, cfg, sampler, index, args.unroll)[0])
-    estimator = (f"es horizon {args.es_horizon} sigma {args.es_sigma}" if args.es_horizon
+    estimator = (f"es horizon {args.es_horizon} sigma {args.es_sigma} inner lr "
+                 f"{rule_cfg.inner_lr}" if args.es_horizon
                  else f"truncated unroll {args.unroll}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(args.out, grads=np.stack(grads).astype(np.float32), first=first, stop=stop,
@@ -201,6 +207,8 @@ def main():
                    help="instead of the truncated gradient, an antithetic ES estimate of the "
                         "meta-objective after this many inner steps from a fresh base model")
     g.add_argument("--es-sigma", type=float, default=0.01, help="ES perturbation scale")
+    g.add_argument("--inner-lr", type=float, default=None,
+                   help="the rule's inner step size for ES (default: the preset's)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--out", type=Path, required=True)
     s = sub.add_parser("step", help="candidates along the mean gradient")
