@@ -38,6 +38,19 @@ def rule_theta(spec: str, cfg: outer.MetaTrainConfig):
     return rules.load_rule(spec).theta
 
 
+def config(args, datasets: tuple[str, ...] | None = None) -> outer.MetaTrainConfig:
+    """The tasks drawn: the `cpu` preset's meta-training distribution, one task per group, with
+    the base-model shapes and budgets of `args`; `datasets` equally weighted (None: the preset's
+    mix)."""
+    mix = {} if datasets is None else {
+        "datasets": datasets, "dataset_weights": tuple(1 / len(datasets) for _ in datasets)}
+    return outer.default_config(
+        "cpu", tasks_per_step=1, seed=args.seed,
+        widths=tuple(int(w) for w in args.widths.split(",")),
+        depths=tuple(int(d) for d in args.depths.split(",")),
+        budget=tuple(int(b) for b in args.budget.split(",")), **mix)
+
+
 def task_gradient(theta, cfg: outer.MetaTrainConfig, sampler: TaskSampler, index: int,
                   unroll: int) -> tuple[np.ndarray, str]:
     """One task's truncated meta-gradient at a random point of its inner-step budget."""
@@ -86,11 +99,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("results/grad_snr.json"))
     args = parser.parse_args()
-    cfg = outer.default_config(
-        "cpu", tasks_per_step=1, seed=args.seed,
-        widths=tuple(int(w) for w in args.widths.split(",")),
-        depths=tuple(int(d) for d in args.depths.split(",")),
-        budget=tuple(int(b) for b in args.budget.split(",")))
+    cfg = config(args)
     sampler = TaskSampler(outer.task_config(cfg), seed=cfg.seed)
     report = {"command": "python scripts/grad_snr.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()), "rules": {}}

@@ -34,23 +34,13 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from tqdm import tqdm
 
-from grad_snr import rule_theta, snr, task_gradient
+from grad_snr import config, rule_theta, snr, task_gradient
 from metarule import inner, outer, rules
 from metarule.config import RuleConfig
 from metarule.meta_objective import meta_objective
 from metarule.tasks import TaskSampler
 
 EPS = 1e-12
-
-
-def config(args) -> outer.MetaTrainConfig:
-    names = tuple(args.datasets.split(","))
-    return outer.default_config(
-        "cpu", tasks_per_step=1, seed=args.seed, datasets=names,
-        dataset_weights=tuple(1 / len(names) for _ in names),
-        widths=tuple(int(w) for w in args.widths.split(",")),
-        depths=tuple(int(d) for d in args.depths.split(",")),
-        budget=tuple(int(b) for b in args.budget.split(",")))
 
 
 def es_pair(flat: np.ndarray, unravel, cfg: outer.MetaTrainConfig, rule_cfg: RuleConfig,
@@ -83,7 +73,7 @@ def antithetic_losses(unravel, thetas, params, batches, labeled, rule_cfg):
 
 
 def grads_main(args) -> None:
-    cfg = config(args)
+    cfg = config(args, tuple(args.datasets.split(",")))
     sampler = TaskSampler(outer.task_config(cfg), seed=cfg.seed)
     theta = rule_theta(args.rule, cfg)
     flat, unravel = ravel_pytree(theta)  # one unravel: it is a static argument of the jit
@@ -107,10 +97,8 @@ def grads_main(args) -> None:
 
 
 def source(part) -> dict[str, str]:
-    """What a gradient file estimates (files from before the ES option name only U)."""
-    estimator = (str(part["estimator"]) if "estimator" in part
-                 else f"truncated unroll {part['unroll']}")
-    return {k: str(part[k]) for k in ("rule", "seed", "datasets")} | {"estimator": estimator}
+    """What a gradient file estimates: its rule, task stream and estimator."""
+    return {k: str(part[k]) for k in ("rule", "seed", "datasets", "estimator")}
 
 
 def load_grads(paths: list[Path]) -> tuple[np.ndarray, dict]:
@@ -163,8 +151,9 @@ def step_main(args) -> None:
     rule = rules.load_rule(meta["rule"])
     flat, unravel = ravel_pytree(rule.theta)
     flat = np.asarray(flat, np.float64)
+    norm = float(np.linalg.norm(flat))
     d_all = directions(grads)
-    report = {"source": meta, "theta_norm": float(np.linalg.norm(flat)), "snr": snr(grads),
+    report = {"source": meta, "theta_norm": norm, "snr": snr(grads),
               "held_out_t": held_out_t(grads),
               # the same on unit gradients, which no heavy-tailed task can dominate
               "held_out_t_unit": held_out_t(grads / np.linalg.norm(grads, axis=1, keepdims=True)),
@@ -174,7 +163,7 @@ def step_main(args) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for kind, values in sizes.items():
         for size in values:
-            scale = size * np.linalg.norm(flat) if kind == "sgd" else size
+            scale = size * norm if kind == "sgd" else size
             moved = flat + scale * d_all[kind]
             path = args.out / f"step_{kind}_{size:g}.npz"
             card = {"name": path.stem, "meta_trained": True,
@@ -185,8 +174,7 @@ def step_main(args) -> None:
                 np.asarray, unravel(moved.astype(np.float32))), rule.cfg, card)
             report["candidates"][path.name] = {
                 "direction": kind, "size": size,
-                "moved_fraction_of_norm": float(np.linalg.norm(moved - flat)
-                                                / np.linalg.norm(flat))}
+                "moved_fraction_of_norm": float(np.linalg.norm(moved - flat) / norm)}
     (args.out / "line_search.json").write_text(json.dumps(report, indent=1))
     print(json.dumps({k: report[k] for k in ("snr", "held_out_t", "held_out_t_unit")}, indent=1))
     print(f"wrote {len(report['candidates'])} candidates to {args.out}")

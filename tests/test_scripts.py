@@ -1,4 +1,5 @@
-"""The decision rule of scripts/select_rule.py: which rule ships is decided by these functions."""
+"""The decisions of the scripts: which rule ships (select_rule), whether tasks share a direction
+(line_search)."""
 import importlib.util
 import math
 import sys
@@ -7,10 +8,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-_SPEC = importlib.util.spec_from_file_location(
-    "select_rule", Path(__file__).parents[1] / "scripts" / "select_rule.py")
-select_rule = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(select_rule)
+
+def _load_script(name):
+    """A script that imports its sibling scripts, as `python scripts/NAME.py` lets it."""
+    scripts = str(Path(__file__).parents[1] / "scripts")
+    sys.path.insert(0, scripts)
+    try:
+        spec = importlib.util.spec_from_file_location(name, Path(scripts) / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(scripts)
+
+
+select_rule = _load_script("select_rule")
+line_search = _load_script("line_search")
 
 
 def _score(path, per_dataset_values):
@@ -58,21 +71,7 @@ def test_a_diverged_candidate_never_replaces_the_incumbent():
     assert select_rule.choose([a, b], "shipped") == "shipped"
 
 
-def _load_script(name):
-    """A script that imports its sibling scripts, as `python scripts/NAME.py` lets it."""
-    scripts = str(Path(__file__).parents[1] / "scripts")
-    sys.path.insert(0, scripts)
-    try:
-        spec = importlib.util.spec_from_file_location(name, Path(scripts) / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(scripts)
-
-
 def test_line_search_tells_a_shared_direction_from_noise():
-    line_search = _load_script("line_search")
     rng = np.random.default_rng(0)
     noise = rng.standard_t(3, size=(128, 500))  # heavy tails, as the measured task gradients
     shared = noise + 3.0 * np.eye(500)[0]  # |mu|^2 = 9 against a noise trace of 1500
@@ -84,7 +83,6 @@ def test_line_search_tells_a_shared_direction_from_noise():
 
 
 def test_line_search_refuses_overlapping_or_mixed_gradient_files(tmp_path):
-    line_search = _load_script("line_search")
     meta = dict(rule="cpu-oja-v0", seed=0, datasets="glyphs14", estimator="truncated unroll 8")
     grads = np.ones((2, 3), np.float32)
     np.savez(tmp_path / "a.npz", grads=grads, first=0, stop=2, **meta)
