@@ -28,7 +28,9 @@ def unroll_loss(theta: rule.Theta, params: base_model.Params, batches: Array,
                 l2: float = RIDGE_L2):
     """Mean of the MetaObjective over the states phi_1..phi_U of one truncation (Eq. 1).
 
-    Each step is rematerialised, so the memory of the gradient stays flat in U.
+    Steps 1..U-1 are rematerialised, so the memory of the gradient stays flat in U. The last
+    step is not: the backward pass starts with it, so recomputing it would only repeat the
+    forward pass (3–7 % of the paper preset's outer step; docs/performance.md, session 12).
 
     Args:
       batches: (U, B, N^0) unlabeled batches, one per application of the rule.
@@ -36,12 +38,13 @@ def unroll_loss(theta: rule.Theta, params: base_model.Params, batches: Array,
     Returns:
       (mean meta-objective, (final params, per-step meta-objective (U,))).
     """
-    @jax.checkpoint
     def step(params, x):
         params, _ = rule.unsupervised_update(theta, params, x, cfg, activation)
         return params, meta_objective(params, *labeled, activation=activation, l2=l2)
 
-    params, losses = jax.lax.scan(step, params, batches)
+    params, losses = jax.lax.scan(jax.checkpoint(step), params, batches[:-1])
+    params, last = step(params, batches[-1])
+    losses = jnp.append(losses, last)
     return jnp.mean(losses), (params, losses)
 
 
@@ -123,7 +126,8 @@ def truncated_grad(theta, params, batches, labeled: LabeledBatch, cfg: RuleConfi
       batches: (M, U, B, N^0) unlabeled batches.
       labeled: LabeledBatch with a leading task axis.
       pullback_bytes: memory for the steps' kept pullbacks; the steps beyond it are recomputed
-        in the backward pass (0: recompute every step, 1: keep only the first).
+        in the backward pass (0: recompute every step but the last, 1: keep only the first
+        and the last).
     Returns:
       (mean loss, final params, d loss / d theta, per-step losses (U, M)).
     """
@@ -132,7 +136,8 @@ def truncated_grad(theta, params, batches, labeled: LabeledBatch, cfg: RuleConfi
     kept = 0
     keeping = pullback_bytes > 0  # a step's size is known once it is built: the first is kept
     for t in range(unroll):
-        if keeping:
+        # the last step's residuals are pulled back at once: keeping them costs no extra memory
+        if keeping or t == unroll - 1:
             params, losses[t], pullbacks[t] = linearize_step(theta, params, batches[:, t],
                                                              labeled, cfg, activation)
             step_bytes = _nbytes(pullbacks[t])
