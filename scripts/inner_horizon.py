@@ -11,7 +11,8 @@ examples (`--val-seeds` draws of the labeled examples from the rest) -- so that 
 a shape can be chosen without reading the test split.
 
     python scripts/inner_horizon.py cpu-oja-v0 --checkpoints 250,500,1000,2000 --seeds 3
-    python scripts/inner_horizon.py cpu-oja-v0 --checkpoints 500,1000 --shapes 128,128,128,128 512,512
+    python scripts/inner_horizon.py cpu-oja-v0 --checkpoints 500,1000 \
+        --shapes 128,128,128,128 512,512
 
 Writes a JSON table (OUT.json) and a plot (OUT.png).
 """
@@ -100,10 +101,10 @@ def main():
                                   for c in checkpoints} for score in runs[0]}
             for c in checkpoints:
                 row = {score: table[key][score][str(c)] for score in table[key]}
-                print(f"{key} {c:6d} steps: meta-objective "
-                      f"{row['meta_objective']['mean']:.3f} ± {row['meta_objective']['stderr']:.3f}"
-                      f", validation accuracy {100 * row['val_accuracy']['mean']:.1f} "
-                      f"± {100 * row['val_accuracy']['stderr']:.1f}", flush=True)
+                objective, accuracy = row["meta_objective"], row["val_accuracy"]
+                print(f"{key} {c:6d} steps: meta-objective {objective['mean']:.3f} "
+                      f"± {objective['stderr']:.3f}, validation accuracy "
+                      f"{100 * accuracy['mean']:.1f} ± {100 * accuracy['stderr']:.1f}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {"rule": args.rule, "seeds": args.seeds, "shots": args.shots, "draws": args.draws,
               "val_seeds": args.val_seeds,
