@@ -1,6 +1,6 @@
 """Which steps of the outer step to rematerialise: the last k of the U = 8 rule applications kept
-(their residuals stored), the others recomputed in the backward pass, as `truncated.unroll_loss`
-does with k = 1.
+(their residuals stored), the others recomputed in the backward pass: `truncated.unroll_loss`'s
+`kept`, 1 by default.
 
 Run alone on an idle machine, e.g.
     python benchmarks/bench_remat.py --preset paper --keep 0,1,2,4 --repeats 9
@@ -16,26 +16,15 @@ import time
 import jax
 import jax.numpy as jnp
 
-from bench_rule import compiled_stats, inputs
-from metarule import rule
+from bench_rule import inputs, program_stats
+from metarule import truncated
 from metarule.config import preset
-from metarule.meta_objective import meta_objective
 
 
 def outer_step(cfg, keep: int):
     """value_and_grad of the mean meta-objective, the last `keep` steps not rematerialised."""
-    def loss(theta, params, batches, labeled):
-        def step(params, x):
-            params, _ = rule.unsupervised_update(theta, params, x, cfg)
-            return params, meta_objective(params, *labeled)
-
-        split = batches.shape[0] - keep
-        params, losses = jax.lax.scan(jax.checkpoint(step), params, batches[:split])
-        for x in batches[split:]:
-            params, last = step(params, x)
-            losses = jnp.append(losses, last)
-        return jnp.mean(losses)
-    return jax.jit(jax.value_and_grad(loss))
+    return jax.jit(jax.value_and_grad(
+        lambda th, p, b, lb: truncated.unroll_loss(th, p, b, lb, cfg, kept=keep)[0]))
 
 
 def main():
@@ -49,8 +38,7 @@ def main():
     theta, params, _, batches, labeled = inputs(cfg, args.width)
     step_args = (theta, params, batches, labeled)
     keeps = [int(k) for k in args.keep.split(",")]
-    steps = {k: outer_step(cfg, k) for k in keeps}
-    compiled = {k: fn.lower(*step_args).compile() for k, fn in steps.items()}
+    compiled = {k: outer_step(cfg, k).lower(*step_args).compile() for k in keeps}
     reference = compiled[keeps[0]](*step_args)[1]
     times = {k: [] for k in keeps}
     for i in range(args.repeats + 1):  # the first round warms up
@@ -68,7 +56,7 @@ def main():
     print("|---|---|---|---|---|")
     for k in keeps:
         median = statistics.median(times[k])
-        print(f"| {args.preset} | {k} | {compiled_stats(steps[k], step_args)[1]:.0f} | "
+        print(f"| {args.preset} | {k} | {program_stats(compiled[k])[1]:.0f} | "
               f"{median:.3f} | {base / median:.3f}× |")
 
 

@@ -42,7 +42,11 @@ def timed(fn, args, repeats: int) -> float:
 
 def compiled_stats(fn, args) -> tuple[float, float]:
     """(GFLOP, peak MB) from XLA's cost and memory analyses of the compiled program."""
-    compiled = fn.lower(*args).compile()
+    return program_stats(fn.lower(*args).compile())
+
+
+def program_stats(compiled) -> tuple[float, float]:
+    """(GFLOP, peak MB) of an already compiled program."""
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     mem = compiled.memory_analysis()

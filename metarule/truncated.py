@@ -25,16 +25,18 @@ class LabeledBatch(NamedTuple):
 
 def unroll_loss(theta: rule.Theta, params: base_model.Params, batches: Array,
                 labeled: LabeledBatch, cfg: RuleConfig, activation: str = "relu",
-                l2: float = RIDGE_L2):
+                l2: float = RIDGE_L2, kept: int = 1):
     """Mean of the MetaObjective over the states phi_1..phi_U of one truncation (Eq. 1).
 
-    Steps 1..U-1 are rematerialised, so the memory of the gradient stays flat in U. The last
-    step is not: the backward pass starts with it, so recomputing it would only repeat the
-    forward pass (3–7 % of the paper preset's outer step; docs/performance.md, session 12).
+    All steps but the last `kept` are rematerialised, so the memory of the gradient stays flat
+    in U. The last step is not by default: the backward pass starts with it, so recomputing it
+    would only repeat the forward pass (3–7 % of the paper preset's outer step); keeping more
+    costs more in stored residuals than it saves (docs/performance.md, session 12).
 
     Args:
       batches: (U, B, N^0) unlabeled batches, one per application of the rule.
       labeled: the labeled support/query batches scored after every step.
+      kept: how many of the last steps keep their residuals instead of being recomputed.
     Returns:
       (mean meta-objective, (final params, per-step meta-objective (U,))).
     """
@@ -42,9 +44,11 @@ def unroll_loss(theta: rule.Theta, params: base_model.Params, batches: Array,
         params, _ = rule.unsupervised_update(theta, params, x, cfg, activation)
         return params, meta_objective(params, *labeled, activation=activation, l2=l2)
 
-    params, losses = jax.lax.scan(jax.checkpoint(step), params, batches[:-1])
-    params, last = step(params, batches[-1])
-    losses = jnp.append(losses, last)
+    split = batches.shape[0] - kept
+    params, losses = jax.lax.scan(jax.checkpoint(step), params, batches[:split])
+    for x in batches[split:]:
+        params, last = step(params, x)
+        losses = jnp.append(losses, last)
     return jnp.mean(losses), (params, losses)
 
 

@@ -18,7 +18,6 @@ Writes a JSON table (OUT.json) and a plot (OUT.png).
 """
 import argparse
 import json
-import math
 from pathlib import Path
 
 import matplotlib
@@ -59,9 +58,7 @@ def scores_along(rule, ds, checkpoints: list[int], seed: int, shots: int, widths
 
 
 def mean_stderr(values: list[float]) -> dict[str, float]:
-    return {"mean": float(np.mean(values)),
-            "stderr": float(np.std(values, ddof=1) / math.sqrt(len(values)))
-            if len(values) > 1 else math.nan}
+    return {"mean": float(np.mean(values)), "stderr": evaluate.stderr(values)}
 
 
 def main():
