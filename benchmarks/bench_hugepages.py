@@ -19,7 +19,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 
 VARIANTS = ("4 KB pages", "huge pages")
 TUNABLE = "glibc.malloc.hugetlb=1"
@@ -28,24 +27,20 @@ TUNABLE = "glibc.malloc.hugetlb=1"
 def child(preset_name: str, width: int, repeats: int) -> None:
     import jax
     from bench_remat import outer_step
-    from bench_rule import inputs
+    from bench_rule import inputs, timed
     from metarule.config import preset
 
     cfg = preset(preset_name)
     theta, params, _, batches, labeled = inputs(cfg, width)
     step_args = (theta, params, batches, labeled)
     step = outer_step(cfg, 1).lower(*step_args).compile()
-    jax.block_until_ready(step(*step_args))
+    jax.block_until_ready(step(*step_args))  # the first call: left out of the counts below
     before = resource.getrusage(resource.RUSAGE_SELF)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(step(*step_args))
-        times.append(time.perf_counter() - t)
+    median = timed(step, step_args, repeats)  # its own warm-up call is counted: repeats + 1
     after = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({"s": statistics.median(times),
-                      "faults": (after.ru_minflt - before.ru_minflt) / repeats,
-                      "sys_s": (after.ru_stime - before.ru_stime) / repeats}))
+    print(json.dumps({"s": median,
+                      "faults": (after.ru_minflt - before.ru_minflt) / (repeats + 1),
+                      "sys_s": (after.ru_stime - before.ru_stime) / (repeats + 1)}))
 
 
 def variant_env(huge: bool) -> dict[str, str]:
