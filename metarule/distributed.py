@@ -25,7 +25,6 @@ import json
 import logging
 import math
 import os
-import signal
 import time
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -380,7 +379,7 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
     bar = tqdm(disable=not progress, unit="step", desc="meta-train (ray)", initial=start,
                total=last_step)
     step = start
-    previous_handler = outer.stop_on_sigterm()
+    stop = outer.SigtermStop()
 
     def write_eval(rows_ref, scored_ref) -> None:
         rows = ray.get(rows_ref)
@@ -389,7 +388,8 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
         ray.get(learner.keep_best.remote(rows, scored_ref))
 
     try:
-        while time.monotonic() < deadline and (last_step is None or step < last_step):
+        while (not stop.requested and time.monotonic() < deadline
+               and (last_step is None or step < last_step)):
             if evaluator and evaluating is None and \
                     time.monotonic() - last_eval >= cfg.eval_every_s:
                 evaluating = (evaluator.evaluate.remote(theta_ref), theta_ref)
@@ -427,8 +427,7 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
             if on_result is not None:
                 on_result(pool, row)
     finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
+        stop.restore()
         bar.close()
         if evaluating is not None:  # an evaluation in flight is worth its wait
             write_eval(*evaluating)
@@ -440,4 +439,5 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
         if started:
             ray.shutdown()
         outer.plot_run(run_dir)
+    stop.exit_if_requested(run_dir)
     return state

@@ -408,15 +408,26 @@ def plot_run(run_dir: Path) -> Path:
     return path
 
 
-def stop_on_sigterm():
-    """Let SIGTERM (schedulers, `kill`) end a run like Ctrl-C: the final checkpoint is written.
-    Returns the previous handler, or None off the main thread where handlers cannot be set."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
+class SigtermStop:
+    """SIGTERM (schedulers, `kill`) ends a run like Ctrl-C, after the step in flight, with the
+    final checkpoint written. The handler only sets a flag: an exception raised in a handler is
+    lost when the signal lands while a garbage-collection callback (JAX has one) is running."""
 
-    def handler(signum, frame):
-        raise SystemExit(f"meta-train stopped by signal {signum}")
-    return signal.signal(signal.SIGTERM, handler)
+    def __init__(self):
+        self.requested = False
+        on_main = threading.current_thread() is threading.main_thread()  # else: cannot install
+        self.previous = signal.signal(signal.SIGTERM, self._handler) if on_main else None
+
+    def _handler(self, signum, frame):
+        self.requested = True
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+    def exit_if_requested(self, run_dir: Path) -> None:
+        if self.requested:
+            raise SystemExit(f"meta-train stopped by SIGTERM; its checkpoint is in {run_dir}")
 
 
 def prepare_run_dir(cfg: MetaTrainConfig, run_dir: Path, resume: bool,
@@ -465,9 +476,10 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
         last_eval = -math.inf  # evaluate the starting rule first
     log = open(run_dir / "metrics.jsonl", "a", buffering=1)  # a killed run keeps its lines
     bar = tqdm(disable=not progress, unit="step", desc="meta-train", initial=state.step)
-    previous_handler = stop_on_sigterm()
+    stop = SigtermStop()
     try:
-        while time.monotonic() < deadline and (last_step is None or state.step < last_step):
+        while (not stop.requested and time.monotonic() < deadline
+               and (last_step is None or state.step < last_step)):
             if time.monotonic() - last_eval >= cfg.eval_every_s > 0:
                 evals = evaluate_theta(state.theta, cfg, held_out)
                 for row in evals:
@@ -491,13 +503,13 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
                 save_checkpoint(run_dir, state, cfg)
                 last_ckpt = time.monotonic()
     finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
+        stop.restore()
         bar.close()
         log.close()
         save_checkpoint(run_dir, state, cfg)
         save_snapshot(run_dir, state, cfg)  # the last one too
         plot_run(run_dir)
+    stop.exit_if_requested(run_dir)
     return state
 
 
