@@ -26,14 +26,13 @@ TUNABLE = "glibc.malloc.hugetlb=1"
 
 def child(preset_name: str, width: int, repeats: int) -> None:
     import jax
-    from bench_remat import outer_step
-    from bench_rule import inputs, timed
+    from bench_rule import inputs, outer_step, timed
     from metarule.config import preset
 
     cfg = preset(preset_name)
     theta, params, _, batches, labeled = inputs(cfg, width)
     step_args = (theta, params, batches, labeled)
-    step = outer_step(cfg, 1).lower(*step_args).compile()
+    step = outer_step(cfg).lower(*step_args).compile()
     jax.block_until_ready(step(*step_args))  # the first call: left out of the counts below
     before = resource.getrusage(resource.RUSAGE_SELF)
     median = timed(step, step_args, repeats)  # its own warm-up call is counted: repeats + 1

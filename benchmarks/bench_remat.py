@@ -16,15 +16,8 @@ import time
 import jax
 import jax.numpy as jnp
 
-from bench_rule import inputs, program_stats
-from metarule import truncated
+from bench_rule import inputs, outer_step, program_stats
 from metarule.config import preset
-
-
-def outer_step(cfg, keep: int):
-    """value_and_grad of the mean meta-objective, the last `keep` steps not rematerialised."""
-    return jax.jit(jax.value_and_grad(
-        lambda th, p, b, lb: truncated.unroll_loss(th, p, b, lb, cfg, kept=keep)[0]))
 
 
 def main():

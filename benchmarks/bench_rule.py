@@ -126,6 +126,13 @@ def load_rule(path: str):
     return module
 
 
+def outer_step(cfg, kept: int = 1):
+    """The outer step (U = 8, remat): value_and_grad of the mean meta-objective of
+    truncated.unroll_loss, its last `kept` steps not rematerialised."""
+    return jax.jit(jax.value_and_grad(
+        lambda th, p, b, lb: truncated.unroll_loss(th, p, b, lb, cfg, kept=kept)[0]))
+
+
 def compiled_steps(module, preset_name: str, width: int):
     """The inner and the outer step (as in `bench`) of one rule module, compiled, with their
     arguments and the time unit. The outer step traces truncated.unroll_loss with `module` in
@@ -133,8 +140,7 @@ def compiled_steps(module, preset_name: str, width: int):
     cfg = preset(preset_name)
     theta, params, x, batches, labeled = inputs(cfg, width)
     inner = jax.jit(lambda th, p, xb: module.unsupervised_update(th, p, xb, cfg)[0])
-    outer = jax.jit(jax.value_and_grad(
-        lambda th, p, b, lb: truncated.unroll_loss(th, p, b, lb, cfg)[0]))
+    outer = outer_step(cfg)
     with mock.patch.object(truncated, "rule", module):
         outer_args = (theta, params, batches, labeled)
         return {"inner step ms": (inner.lower(theta, params, x).compile(), (theta, params, x), 1e3),

@@ -97,8 +97,8 @@ def main():
             table[key] = {score: {str(c): mean_stderr([r[score][c] for r in runs])
                                   for c in checkpoints} for score in runs[0]}
             for c in checkpoints:
-                row = {score: table[key][score][str(c)] for score in table[key]}
-                objective, accuracy = row["meta_objective"], row["val_accuracy"]
+                objective = table[key]["meta_objective"][str(c)]
+                accuracy = table[key]["val_accuracy"][str(c)]
                 print(f"{key} {c:6d} steps: meta-objective {objective['mean']:.3f} "
                       f"± {objective['stderr']:.3f}, validation accuracy "
                       f"{100 * accuracy['mean']:.1f} ± {100 * accuracy['stderr']:.1f}", flush=True)
