@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metarule import rule
+from metarule import kernels, rule
 
 
 def median_s(f, *args, calls: int) -> float:
@@ -69,11 +69,11 @@ def convolution_pieces(calls: int) -> None:
     for axis, name in ((0, "batch"), (1, "unit")):
         loss = lambda m, w: jnp.sum(jnp.square(rule.conv_bn_relu(m, w, axis, 1e-5)))  # noqa: E731
         pieces = {
-            "Winograd conv": (jax.jit(lambda m, w: rule.conv1d(m, w, axis)), (m, w)),
+            "Winograd conv": (jax.jit(lambda m, w: kernels.conv1d(m, w, axis)), (m, w)),
             "stacked-product conv": (jax.jit(
-                lambda m, w: rule.circular_neighbours(m, 3, axis) @ w), (m, w)),
-            "input transform": (jax.jit(lambda m: rule.winograd_input(m, axis, 4)), (m,)),
-            "bn_relu": (jax.jit(lambda m: rule.bn_relu(m, 1e-5)), (m,)),
+                lambda m, w: kernels.circular_neighbours(m, 3, axis) @ w), (m, w)),
+            "input transform": (jax.jit(lambda m: kernels.winograd_input(m, axis, 4)), (m,)),
+            "bn_relu": (jax.jit(lambda m: kernels.bn_relu(m, 1e-5)), (m,)),
             "conv + bn_relu": (jax.jit(lambda m, w: rule.conv_bn_relu(m, w, axis, 1e-5)),
                                (m, w)),
             "forward + gradient": (jax.jit(jax.grad(loss, argnums=(0, 1))), (m, w)),

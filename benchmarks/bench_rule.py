@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from metarule import base_model, rule, rules, truncated
+from metarule import base_model, catalog, rule, truncated
 from metarule.config import BaseModelConfig, preset
 from metarule.rule import unsupervised_update
 
@@ -83,7 +83,7 @@ def inputs(cfg, width: int):
     10-shot task."""
     keys = jax.random.split(jax.random.PRNGKey(0), 4)
     params = base_model.init(keys[0], BaseModelConfig(196, hidden=(width,) * 4))
-    theta = rules.init_rule("oja-learned", cfg, keys[1])
+    theta = catalog.init_rule("oja-learned", cfg, keys[1])
     x = jax.random.uniform(keys[2], (cfg.inner_batch, 196))
     batches = jax.random.uniform(keys[3], (UNROLL, cfg.inner_batch, 196))
     support_query = jax.random.uniform(keys[3], (2, 100, 196))

@@ -1,7 +1,7 @@
 """metarule: meta-learned unsupervised learning rules (Metz et al., ICLR 2019) in JAX."""
 from metarule import base_model, meta_objective
 from metarule.config import BaseModelConfig, ConfigError, RuleConfig, preset
-from metarule.rules import load_rule, shipped_rules
+from metarule.catalog import load_rule, shipped_rules
 
 __all__ = [
     "BaseModelConfig",

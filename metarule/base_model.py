@@ -12,7 +12,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from metarule.config import BaseModelConfig, ConfigError
+from metarule.config import ACTIVATIONS, BaseModelConfig, ConfigError
 
 Array = jax.Array
 
@@ -33,21 +33,24 @@ class Activations(NamedTuple):
     zs: tuple[Array, ...]  # z^1 .. z^L, each (B, N^l)
 
 
+# In the order of config.ACTIVATIONS, which names them.
+ACTIVATION_FNS = dict(zip(ACTIVATIONS, (
+    jax.nn.relu,
+    lambda z: jax.nn.leaky_relu(z, 0.1),
+    jax.nn.swish,
+    jnp.tanh,
+    jax.nn.sigmoid,
+    jax.nn.elu,
+    jax.nn.softplus,
+    lambda z: (z > 0).astype(z.dtype),  # step
+    lambda z: z,                        # identity
+), strict=True))
+
+
 def activation_fn(name: str):
-    fns = {
-        "relu": jax.nn.relu,
-        "leaky_relu": lambda z: jax.nn.leaky_relu(z, 0.1),
-        "swish": jax.nn.swish,
-        "tanh": jnp.tanh,
-        "sigmoid": jax.nn.sigmoid,
-        "elu": jax.nn.elu,
-        "softplus": jax.nn.softplus,
-        "step": lambda z: (z > 0).astype(z.dtype),
-        "identity": lambda z: z,
-    }
-    if name not in fns:
-        raise ConfigError(f"unknown activation {name!r}; choose one of {', '.join(fns)}")
-    return fns[name]
+    if name not in ACTIVATION_FNS:
+        raise ConfigError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
+    return ACTIVATION_FNS[name]
 
 
 def init(key: Array, cfg: BaseModelConfig, dtype=jnp.float32) -> Params:

@@ -6,10 +6,12 @@ exits with status 2; no traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
+import math
 import sys
 from pathlib import Path
+
+from metarule.config import ConfigError
 
 EXIT_USAGE = 2
 
@@ -133,31 +135,60 @@ def cmd_report(args) -> int:
     return 0
 
 
-def not_available(verb: str, module: str) -> int:
-    print(f"metarule {verb}: not available yet ({module} is not part of this version)",
-          file=sys.stderr)
-    return 1
-
-
-def optional_module(name: str):
-    """A module that other work adds (demo, outer), or None while it does not exist."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as e:
-        if e.name != name:
-            raise
-        return None
-
-
 def cmd_demo(args) -> int:
-    demo = optional_module("metarule.demo")
-    return not_available("demo", "metarule.demo") if demo is None else demo.run(args) or 0
+    from metarule import demo
+    return demo.run(args) or 0
+
+
+def scaled_lr(preset: str, lr: float | None) -> tuple[float, ...] | None:
+    """The preset's learning-rate schedule rescaled to start at `lr` (None: unchanged)."""
+    from metarule import outer
+    if lr is None:
+        return None
+    if not (lr >= 0 and math.isfinite(lr)):
+        raise ConfigError(f"--lr must be a number >= 0 (0: a frozen-theta control), got {lr}")
+    values = outer.default_config(preset).lr_values
+    return tuple(v * lr / values[0] for v in values)
+
+
+def meta_train_config(args):
+    """The MetaTrainConfig and run settings that `metarule meta-train`'s arguments describe."""
+    import jax
+    from metarule import catalog, outer
+    settings = {"eval_every_s": getattr(args, "eval_every_s", None),
+                "snapshot_every": getattr(args, "snapshot_every", None)}
+    training = {"init": args.init, "tasks_per_step": args.tasks_per_step,
+                "lr_values": scaled_lr(args.preset or "cpu", getattr(args, "lr", None)),
+                "budget": getattr(args, "budget", None),
+                "widths": getattr(args, "widths", None), "depths": getattr(args, "depths", None),
+                "eval_steps": getattr(args, "eval_steps", None),
+                "datasets": getattr(args, "datasets", None)}
+    if args.resume and (given := [k for k, v in training.items() if v is not None]):
+        flag = {"lr_values": "lr"}.get(given[0], given[0]).replace("_", "-")
+        raise ConfigError(f"--{flag} cannot change a resumed run; drop it "
+                          f"or start a new run with another --out")
+    if mix := training.pop("datasets"):
+        training["datasets"], training["dataset_weights"] = mix
+    cfg = outer.default_config(args.preset or "cpu", seed=args.seed, **{
+        k: v for k, v in {**training, **settings}.items() if v is not None})
+    if not args.resume:  # a bad --init fails before the run folder is written
+        catalog.start_theta(cfg.init, cfg.rule_cfg, jax.random.PRNGKey(cfg.seed))
+    return cfg, settings
 
 
 def cmd_meta_train(args) -> int:
-    outer = optional_module("metarule.outer")
-    return not_available("meta-train", "metarule.outer") if outer is None \
-        else outer.cli_main(args) or 0
+    cfg, settings = meta_train_config(args)
+    if getattr(args, "backend", "local") == "ray":
+        from metarule import distributed
+        distributed.run(cfg, args.out, hours=args.hours, steps=args.steps, resume=args.resume,
+                        workers=args.workers, address=args.address, settings=settings)
+    else:
+        from metarule import outer
+        outer.run(cfg, args.out, hours=args.hours, steps=args.steps, resume=args.resume,
+                  settings=settings)
+    print(f"run written to {args.out}: theta.npz, checkpoint.pkl, metrics.jsonl, "
+          f"meta_training.png")
+    return 0
 
 
 # ----------------------------------------------------------------------------- parser
@@ -230,7 +261,7 @@ def build_parser() -> Parser:
     mt.add_argument("--out", default="runs/meta-train", help="run folder")
     mt.add_argument("--resume", action="store_true", help="continue from the run folder")
     mt.add_argument("--init", default=None,
-                    help="initial rule: a name in rules.INITIAL_RULES (default sanger, "
+                    help="initial rule: a name in catalog.INITIAL_RULES (default sanger, "
                          "docs/starts.md), or a shipped rule / rule .npz to fine-tune")
     mt.add_argument("--lr", type=float, default=None,
                     help="first meta learning rate; later pieces of the schedule keep the "
@@ -261,20 +292,13 @@ def build_parser() -> Parser:
     return p
 
 
-def enable_compile_cache() -> None:
-    """Keep XLA programs on disk: a repeated command skips the ~10 s compile of the inner loop."""
-    import jax
-    from metarule.data.cache import cache_root
-    jax.config.update("jax_compilation_cache_dir", str(cache_root() / "jax"))
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the `metarule` command line; returns the exit status."""
-    from metarule import data, rules, train
-    from metarule.config import ConfigError
+    from metarule import catalog, data, train
     from metarule.experiments import ExperimentError
 
-    enable_compile_cache()
+    from metarule.runtime import enable_compilation_cache
+    enable_compilation_cache()
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
@@ -283,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except SystemExit as e:  # --help
         return e.code if isinstance(e.code, int) else 0
-    except (data.DataError, ConfigError, rules.RuleError, train.ModelError,
+    except (data.DataError, ConfigError, catalog.RuleError, train.ModelError,
             ExperimentError, OSError) as e:
         print(f"metarule: error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.decomposition import PCA
 from tqdm import tqdm
 
-from metarule import baselines, data, evaluate, rules, train
+from metarule import baselines, catalog, data, evaluate, train
 from metarule.experiments import common
 
 DATASET = "mnist14"  # not among the meta-training datasets (tasks.py): held out from the rule
@@ -78,15 +78,15 @@ def run(args, n_test: int | None = None, seeds: int = SEEDS,
       metarule.train.TrainError: the chosen rule drove the model to NaN/inf.
     """
     start = time.perf_counter()
-    spec = args.rule or rules.default_rule_spec()
+    spec = args.rule or catalog.default_rule_spec()
     steps = DEFAULT_STEPS if args.steps is None else args.steps
     out = Path(args.out or DEFAULT_OUT)
     out.mkdir(parents=True, exist_ok=True)
-    if spec == "untrained" and not rules.shipped_rules():
+    if spec == "untrained" and not catalog.shipped_rules():
         print("No meta-trained rule ships with this version of metarule yet: the demo runs the "
               "untrained rule (the random θ that meta-training starts from), so expect no gain "
               "over the baselines.")
-    rule = rules.load_rule(spec, preset=preset)
+    rule = catalog.load_rule(spec, preset=preset)
     ds = common.subset(data.load(DATASET), None, n_test)
     print(f"Applying rule {rule.name!r} to {DATASET} without labels: {steps} steps of "
           f"{rule.cfg.inner_batch} unlabeled images, base model {'x'.join(map(str, widths))}"
@@ -104,7 +104,7 @@ def run(args, n_test: int | None = None, seeds: int = SEEDS,
         name = f"untrained rule ({steps} steps)"
         try:
             embed_fns[name] = evaluate.model_embed_fn(train.train_base_model(
-                rules.load_rule("untrained", preset=preset), ds.x_train, steps, widths,
+                catalog.load_rule("untrained", preset=preset), ds.x_train, steps, widths,
                 progress=True))
         except train.TrainError as e:
             embed_fns[name], errors[name] = None, str(e)

@@ -35,6 +35,7 @@ import numpy as np
 import optax
 
 from metarule import outer, truncated
+from metarule.runtime import all_finite, enable_compilation_cache
 from metarule.config import ConfigError
 
 try:
@@ -81,20 +82,6 @@ class LearnerState(NamedTuple):
     stale: int
 
 
-def use_compilation_cache() -> None:
-    """Share compiled programs between the actors of a machine and across restarts, in the
-    cache outer.run uses."""
-    jax.config.update("jax_compilation_cache_dir",
-                      os.environ.get("METARULE_JAX_CACHE",
-                                     str(Path.home() / ".cache" / "metarule" / "jax")))
-    # Every new actor (start, replacement, restart) recompiles the same many small programs.
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-
-
-def tree_finite(tree) -> bool:
-    return all(np.isfinite(a).all() for a in jax.tree_util.tree_leaves(tree))
-
-
 def to_host(tree) -> dict:
     return jax.tree_util.tree_map(np.asarray, tree)
 
@@ -120,7 +107,7 @@ def push_gradient(state: LearnerState, g: Gradient, cfg: MetaTrainConfig, max_st
     """
     train = state.train
     staleness = train.step - g.version
-    if not (g.finite and tree_finite(g.grad)):
+    if not (g.finite and all_finite(g.grad)):
         return state._replace(train=train._replace(dropped=train.dropped + 1)), False, staleness
     # A version from the future is from before a learner restart: its theta is gone.
     if not 0 <= staleness <= max_staleness:
@@ -141,7 +128,7 @@ class Learner:
     version is dropped as stale."""
 
     def __init__(self, cfg: MetaTrainConfig, run_dir: str, max_staleness: int = MAX_STALENESS):
-        use_compilation_cache()
+        enable_compilation_cache()
         self.cfg, self.run_dir, self.max_staleness = cfg, Path(run_dir), max_staleness
         opt = outer.optimizer(cfg)
 
@@ -229,7 +216,7 @@ def truncation(state: WorkerState, pub: Published, cfg: MetaTrainConfig, sampler
     batches, labeled = outer.step_data(state.group, cfg, state.truncations, unroll)
     loss, params, grad, _ = truncated.truncated_grad(pub.theta, state.params, batches, labeled,
                                                      cfg.rule_cfg, state.group.activation)
-    finite = outer.grad_is_finite(grad) and outer.grad_is_finite(params)
+    finite = all_finite(grad) and all_finite(params)
     inner_steps = state.inner_steps + unroll
     n_tasks, task = len(state.group.tasks), state.group.tasks[0]
     info = {"meta_loss": float(loss),
@@ -248,7 +235,7 @@ class Worker:
     """Not restarted by Ray: the driver replaces a dead worker with a new one (new tasks)."""
 
     def __init__(self, cfg: MetaTrainConfig, uid: int, start_step: int, tasks: int):
-        use_compilation_cache()
+        enable_compilation_cache()
         self.cfg = dataclasses.replace(cfg, seed=worker_seed(cfg.seed, uid, start_step),
                                        tasks_per_step=tasks)
         self.sampler = outer.TaskSampler(outer.task_config(self.cfg), self.cfg.seed)
@@ -268,7 +255,7 @@ class Evaluator:
 
     def __init__(self, cfg: MetaTrainConfig):
         from metarule import data
-        use_compilation_cache()
+        enable_compilation_cache()
         self.cfg = cfg
         self.datasets = {name: data.load(name) for name in cfg.eval_datasets}
 

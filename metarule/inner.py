@@ -11,24 +11,10 @@ from metarule.config import RuleConfig
 Array = jax.Array
 
 
-def _step(theta, cfg: RuleConfig, activation: str, params, x):
-    params, metrics = rule.unsupervised_update(theta, params, x, cfg, activation)
-    return params, metrics
-
-
-@partial(jax.jit, static_argnames=("cfg", "activation", "remat"))
+@partial(jax.jit, static_argnames=("cfg", "activation"))
 def unroll(theta: rule.Theta, params: base_model.Params, batches: Array, cfg: RuleConfig,
-           activation: str = "relu", remat: bool = False):
-    """Apply UnsupervisedUpdate once per batch.
-
-    Args:
-      batches: (T, B, N^0) unlabeled data, one batch per step.
-      remat: recompute each step's activations in the backward pass, so that the memory of a
-        meta-gradient through the unroll stays flat in T.
-    Returns:
-      (final params, per-step rule.UpdateMetrics stacked over T).
-    """
-    step = partial(_step, theta, cfg, activation)
-    if remat:
-        step = jax.checkpoint(step)
-    return jax.lax.scan(step, params, batches)
+           activation: str = "relu") -> base_model.Params:
+    """Apply UnsupervisedUpdate once per batch of `batches` (T, B, N^0); the final params."""
+    def step(params, x):
+        return rule.unsupervised_update(theta, params, x, cfg, activation), None
+    return jax.lax.scan(step, params, batches)[0]

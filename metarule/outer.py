@@ -31,15 +31,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from metarule import base_model, rules, truncated
+from metarule import base_model, catalog, truncated
 from metarule.config import BaseModelConfig, ConfigError, RuleConfig, preset as get_preset
+from metarule.runtime import all_finite, enable_compilation_cache
 from metarule.tasks import AUG_TARGETS, Task, TaskConfig, TaskSampler
 
 
 @dataclass(frozen=True)
 class MetaTrainConfig:
     preset: str = "cpu"
-    init: str = rules.DEFAULT_INIT
+    init: str = catalog.DEFAULT_INIT
     seed: int = 0
     tasks_per_step: int = 4                 # M, vmapped
     # Truncation length U ~ uniform[lo, hi]; [2, 4] -> [8, 15] over the curriculum (App. H.2).
@@ -211,15 +212,11 @@ class TrainState(NamedTuple):
 
 
 def init_state(cfg: MetaTrainConfig, sampler: TaskSampler) -> tuple[TrainState, Group]:
-    theta = rules.start_theta(cfg.init, cfg.rule_cfg, jax.random.PRNGKey(cfg.seed))
+    theta = catalog.start_theta(cfg.init, cfg.rule_cfg, jax.random.PRNGKey(cfg.seed))
     group = sample_group(sampler, cfg, 0)
     state = TrainState(theta, optimizer(cfg).init(theta), 0, 0, 0, 0,
                        init_group_params(group, cfg), 0, 0.0)
     return state, group
-
-
-def grad_is_finite(tree) -> bool:
-    return all(bool(jnp.isfinite(a).all()) for a in jax.tree_util.tree_leaves(tree))
 
 
 def train_step(state: TrainState, group: Group, cfg: MetaTrainConfig, sampler: TaskSampler
@@ -230,7 +227,7 @@ def train_step(state: TrainState, group: Group, cfg: MetaTrainConfig, sampler: T
     batches, labeled = step_data(group, cfg, state.step, unroll)
     loss, params, grad, _ = truncated.truncated_grad(state.theta, state.params, batches, labeled,
                                                      cfg.rule_cfg, group.activation)
-    finite = grad_is_finite(grad) and grad_is_finite(params)
+    finite = all_finite(grad) and all_finite(params)
     grad_norm = float(optax.tree.norm(grad)) if finite else float("nan")
     theta, opt_state, dropped = state.theta, state.opt_state, state.dropped
     if finite:
@@ -276,7 +273,7 @@ def save_checkpoint(run_dir: Path, state: TrainState, cfg: MetaTrainConfig) -> N
     host = jax.tree_util.tree_map(np.asarray, state)
     _atomic_write(run_dir / "checkpoint.pkl",
                   pickle.dumps({"state": host, "config": dataclasses.asdict(cfg)}))
-    rules.save_rule(run_dir / "theta.npz", state.theta, cfg.rule_cfg, card(run_dir, state, cfg))
+    catalog.save_rule(run_dir / "theta.npz", state.theta, cfg.rule_cfg, card(run_dir, state, cfg))
 
 
 def save_snapshot(run_dir: Path, state: TrainState, cfg: MetaTrainConfig) -> None:
@@ -287,7 +284,7 @@ def save_snapshot(run_dir: Path, state: TrainState, cfg: MetaTrainConfig) -> Non
     if not cfg.snapshot_every or state.step % cfg.snapshot_every or path.exists():
         return
     path.parent.mkdir(exist_ok=True)
-    rules.save_rule(path, state.theta, cfg.rule_cfg,
+    catalog.save_rule(path, state.theta, cfg.rule_cfg,
                     {**card(run_dir, state, cfg), "name": f"{run_dir.name}@{state.step}",
                      "meta_trained": state.step > 0})
 
@@ -300,7 +297,7 @@ def keep_best(run_dir: Path, state: TrainState, cfg: MetaTrainConfig, evals: lis
     best = json.loads(best_path.read_text()) if best_path.exists() else None
     if best is not None and best["held_out_meta_objective"] <= score:
         return
-    rules.save_rule(run_dir / "theta_best.npz", state.theta, cfg.rule_cfg,
+    catalog.save_rule(run_dir / "theta_best.npz", state.theta, cfg.rule_cfg,
                     {**card(run_dir, state, cfg), "held_out_meta_objective": score})
     _atomic_write(best_path, json.dumps({"step": state.step, "held_out_meta_objective": score,
                                          "evals": evals}).encode())
@@ -344,7 +341,7 @@ def evaluate_theta(theta, cfg: MetaTrainConfig, datasets: dict, n_test: int = 20
     from metarule import evaluate
     from metarule.train import train_base_model
 
-    current = rules.Rule(theta, cfg.rule_cfg, "current", {})
+    current = catalog.Rule(theta, cfg.rule_cfg, "current", {})
     out = []
     for name, ds in datasets.items():
         x_test, y_test = ds.x_test[:n_test], ds.y_test[:n_test]
@@ -457,10 +454,7 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
     from metarule import data
 
     run_dir = Path(run_dir)
-    # Compiled rules survive restarts and are shared by every process of the machine.
-    jax.config.update("jax_compilation_cache_dir",
-                      os.environ.get("METARULE_JAX_CACHE",
-                                     str(Path.home() / ".cache" / "metarule" / "jax")))
+    enable_compilation_cache()  # compiled rules survive restarts
     state, cfg = prepare_run_dir(cfg, run_dir, resume, settings)
     sampler = TaskSampler(task_config(cfg), cfg.seed)
     if not resume:
@@ -511,45 +505,3 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
         plot_run(run_dir)
     stop.exit_if_requested(run_dir)
     return state
-
-
-def scaled_lr(preset: str, lr: float | None) -> tuple[float, ...] | None:
-    """The preset's learning-rate schedule rescaled to start at `lr` (None: unchanged)."""
-    if lr is None:
-        return None
-    if not (lr >= 0 and math.isfinite(lr)):
-        raise ConfigError(f"--lr must be a number >= 0 (0: a frozen-theta control), got {lr}")
-    values = default_config(preset).lr_values
-    return tuple(v * lr / values[0] for v in values)
-
-
-def cli_main(args) -> int:
-    """`metarule meta-train` (arguments defined in metarule.cli)."""
-    settings = {"eval_every_s": getattr(args, "eval_every_s", None),
-                "snapshot_every": getattr(args, "snapshot_every", None)}
-    training = {"init": args.init, "tasks_per_step": args.tasks_per_step,
-                "lr_values": scaled_lr(args.preset or "cpu", getattr(args, "lr", None)),
-                "budget": getattr(args, "budget", None),
-                "widths": getattr(args, "widths", None), "depths": getattr(args, "depths", None),
-                "eval_steps": getattr(args, "eval_steps", None),
-                "datasets": getattr(args, "datasets", None)}
-    if args.resume and (given := [k for k, v in training.items() if v is not None]):
-        flag = {"lr_values": "lr"}.get(given[0], given[0]).replace("_", "-")
-        raise ConfigError(f"--{flag} cannot change a resumed run; drop it "
-                          f"or start a new run with another --out")
-    if mix := training.pop("datasets"):
-        training["datasets"], training["dataset_weights"] = mix
-    cfg = default_config(args.preset or "cpu", seed=args.seed, **{
-        k: v for k, v in {**training, **settings}.items() if v is not None})
-    if not args.resume:  # a bad --init fails before the run folder is written
-        rules.start_theta(cfg.init, cfg.rule_cfg, jax.random.PRNGKey(cfg.seed))
-    if getattr(args, "backend", "local") == "ray":
-        from metarule import distributed
-        distributed.run(cfg, args.out, hours=args.hours, steps=args.steps, resume=args.resume,
-                        workers=args.workers, address=args.address, settings=settings)
-    else:
-        run(cfg, args.out, hours=args.hours, steps=args.steps, resume=args.resume,
-            settings=settings)
-    print(f"run written to {args.out}: theta.npz, checkpoint.pkl, metrics.jsonl, "
-          f"meta_training.png")
-    return 0

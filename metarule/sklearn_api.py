@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from metarule import evaluate, rules, train
+from metarule import catalog, evaluate, train
 
 EMBEDDING_DIM = 32  # train_base_model's embedding width, fixed at 32 as in the paper
 
@@ -50,9 +50,9 @@ class Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
     and the output is float64 whatever the input dtype (the default `preserves_dtype`).
 
     Args:
-      rule: a rule spec for `metarule.rules.load_rule` ("untrained", "init:NAME", a shipped
-        rule's name or a .npz path), a loaded `metarule.rules.Rule`, or None (the default) for
-        the first shipped meta-trained rule (`metarule.rules.default_rule_spec()`).
+      rule: a rule spec for `metarule.catalog.load_rule` ("untrained", "init:NAME", a shipped
+        rule's name or a .npz path), a loaded `metarule.catalog.Rule`, or None (the default) for
+        the first shipped meta-trained rule (`metarule.catalog.default_rule_spec()`).
       widths: hidden layer widths of the base model.
       steps: applications of the rule (unlabeled batches) during `fit`; 500 is the protocol
         the shipped rule was chosen and scored with.
@@ -88,13 +88,13 @@ class Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
           self.
         Raises:
           ValueError: X is not 2-D, not finite, or has fewer than 2 rows.
-          metarule.rules.RuleError: the rule spec cannot be loaded.
+          metarule.catalog.RuleError: the rule spec cannot be loaded.
           metarule.train.TrainError: the rule drove the model to NaN/inf.
         """
         X = validate_data(self, X, dtype=[np.float32, np.float64], ensure_min_samples=2)
-        spec = rules.default_rule_spec() if self.rule is None else self.rule
-        rule = spec if isinstance(spec, rules.Rule) else \
-            rules.load_rule(spec, preset=self.preset, seed=self.seed)
+        spec = catalog.default_rule_spec() if self.rule is None else self.rule
+        rule = spec if isinstance(spec, catalog.Rule) else \
+            catalog.load_rule(spec, preset=self.preset, seed=self.seed)
         params = train.train_base_model(rule, X, self.steps, widths=tuple(self.widths),
                                         activation=self.activation, seed=self.seed,
                                         progress=self.progress)

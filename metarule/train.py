@@ -17,9 +17,10 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from tqdm import tqdm
 
-from metarule import base_model, data, evaluate, inner, rules
+from metarule import base_model, catalog, data, evaluate, inner
+from metarule.catalog import Rule
 from metarule.config import BaseModelConfig
-from metarule.rules import Rule
+from metarule.runtime import all_finite
 
 DEFAULT_WIDTHS = (128, 128, 128, 128)
 PARAMS_FILE, RECORD_FILE = "params.npz", "record.json"
@@ -50,10 +51,6 @@ def index_chunks(n: int, batch: int, chunk: int, n_chunks: int,
             buf = np.concatenate([buf, rng.permutation(n)])
         yield buf[:need].reshape(chunk, batch)
         buf = buf[need:]
-
-
-def all_finite(tree) -> bool:
-    return all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree_util.tree_leaves(tree))
 
 
 def train_base_model(rule: Rule, x_unlabeled: np.ndarray, steps: int,
@@ -106,7 +103,7 @@ def train_base_model(rule: Rule, x_unlabeled: np.ndarray, steps: int,
         for idx in batches:
             x = jnp.asarray(np.asarray(x_unlabeled[idx.ravel()], np.float32).reshape(
                 *idx.shape, -1))
-            params, _ = inner.unroll(rule.theta, params, x, rule.cfg, activation)
+            params = inner.unroll(rule.theta, params, x, rule.cfg, activation)
             done += size
             if not all_finite(params):
                 raise TrainError(f"base model parameters became NaN/inf by inner step {done} "
@@ -177,7 +174,7 @@ def train_to_dir(dataset: str, rule_spec: str, steps: int, out: str | Path,
     """`metarule train`: train a base model on a dataset's unlabeled train split, save it to
     `out`, and return its record."""
     ds = data.load(dataset)
-    rule = rules.load_rule(rule_spec, preset=preset, seed=seed)
+    rule = catalog.load_rule(rule_spec, preset=preset, seed=seed)
     params = train_base_model(rule, ds.x_train, steps, widths=widths, activation=activation,
                               permute=permute, seed=seed, progress=progress)
     record = {"dataset": str(dataset), "input_dim": ds.input_dim,

@@ -23,6 +23,13 @@ class LabeledBatch(NamedTuple):
     y_b: Array
 
 
+def step_and_loss(theta: rule.Theta, params: base_model.Params, x: Array, labeled: LabeledBatch,
+                  cfg: RuleConfig, activation: str = "relu", l2: float = RIDGE_L2):
+    """One application of the rule and the MetaObjective of the state it reaches."""
+    params = rule.unsupervised_update(theta, params, x, cfg, activation)
+    return params, meta_objective(params, *labeled, activation=activation, l2=l2)
+
+
 def unroll_loss(theta: rule.Theta, params: base_model.Params, batches: Array,
                 labeled: LabeledBatch, cfg: RuleConfig, activation: str = "relu",
                 l2: float = RIDGE_L2, kept: int = 1):
@@ -31,7 +38,7 @@ def unroll_loss(theta: rule.Theta, params: base_model.Params, batches: Array,
     All steps but the last `kept` are rematerialised, so the memory of the gradient stays flat
     in U. The last step is not by default: the backward pass starts with it, so recomputing it
     would only repeat the forward pass (3–7 % of the paper preset's outer step); keeping more
-    costs more in stored residuals than it saves (docs/performance.md, session 12).
+    costs more in stored residuals than it saves (docs/performance.md).
 
     Args:
       batches: (U, B, N^0) unlabeled batches, one per application of the rule.
@@ -41,8 +48,7 @@ def unroll_loss(theta: rule.Theta, params: base_model.Params, batches: Array,
       (mean meta-objective, (final params, per-step meta-objective (U,))).
     """
     def step(params, x):
-        params, _ = rule.unsupervised_update(theta, params, x, cfg, activation)
-        return params, meta_objective(params, *labeled, activation=activation, l2=l2)
+        return step_and_loss(theta, params, x, labeled, cfg, activation, l2)
 
     split = batches.shape[0] - kept
     params, losses = jax.lax.scan(jax.checkpoint(step), params, batches[:split])
@@ -69,15 +75,10 @@ def meta_grad(theta: rule.Theta, params: base_model.Params, batches: Array,
 PULLBACK_BYTES = 2 * 2**30  # the default budget for kept pullbacks, per truncation
 
 
-def _step_and_loss(theta, params, x, labeled, cfg, activation):
-    params, _ = rule.unsupervised_update(theta, params, x, cfg, activation)
-    return params, meta_objective(params, *labeled, activation=activation)
-
-
 @partial(jax.jit, static_argnames=("cfg", "activation"))
 def forward_step(theta, params, x, cfg: RuleConfig, activation: str = "relu"):
     """phi_t for a batch of tasks: params, x carry a leading task axis; theta is shared."""
-    return jax.vmap(lambda p, xb: rule.unsupervised_update(theta, p, xb, cfg, activation)[0])(
+    return jax.vmap(lambda p, xb: rule.unsupervised_update(theta, p, xb, cfg, activation))(
         params, x)
 
 
@@ -91,7 +92,7 @@ def linearize_step(theta, params, x, labeled: LabeledBatch, cfg: RuleConfig,
     """
     def one(p, xb, lb):
         (new, loss), pullback = jax.vjp(
-            lambda th, pp: _step_and_loss(th, pp, xb, lb, cfg, activation), theta, p)
+            lambda th, pp: step_and_loss(th, pp, xb, lb, cfg, activation), theta, p)
         return new, loss, pullback
 
     return jax.vmap(one)(params, x, labeled)

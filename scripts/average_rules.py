@@ -16,16 +16,16 @@ import jax
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from metarule import rules
+from metarule import catalog
 
 
-def load_source(spec: str) -> tuple[np.ndarray, rules.Rule, list[str]]:
+def load_source(spec: str) -> tuple[np.ndarray, catalog.Rule, list[str]]:
     """(flat theta, one of its rules, the files it averages) of a rule, a file or a folder."""
     path = Path(spec)
     files = sorted(str(p) for p in path.glob("theta_*.npz")) if path.is_dir() else [spec]
     if not files:
         raise SystemExit(f"average_rules: no theta_*.npz snapshots in {spec}")
-    loaded = [rules.load_rule(f) for f in files]
+    loaded = [catalog.load_rule(f) for f in files]
     flat = np.mean([np.asarray(ravel_pytree(r.theta)[0], np.float64) for r in loaded], axis=0)
     return flat, loaded[-1], files
 
@@ -53,7 +53,7 @@ def main():
     _, unravel = ravel_pytree(rule.theta)
     card = {"name": args.out.stem, "meta_trained": True, "averaged_from": cards,
             "outer_steps": max(c["outer_steps"] or 0 for c in cards)}
-    rules.save_rule(args.out, jax.tree_util.tree_map(np.asarray, unravel(mean)), cfg, card)
+    catalog.save_rule(args.out, jax.tree_util.tree_map(np.asarray, unravel(mean)), cfg, card)
     print(f"wrote {args.out}: weighted mean of {len(flats)} sources")
 
 

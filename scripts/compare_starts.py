@@ -6,7 +6,7 @@ readout, 2000 test images) after `--steps` inner steps on a 4x128 base model, pe
 import argparse
 import json
 
-from metarule import baselines, data, evaluate, rules
+from metarule import baselines, catalog, data, evaluate
 from metarule.train import train_base_model
 
 
@@ -17,7 +17,7 @@ def main():
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--datasets", default="mnist14,fashion_mnist14")
     args = parser.parse_args()
-    starts = ["random-init (no rule)", "init:random", *(f"init:{n}" for n in rules.INITIAL_RULES)]
+    starts = ["random-init (no rule)", "init:random", *(f"init:{n}" for n in catalog.INITIAL_RULES)]
     results = {}
     for name in args.datasets.split(","):
         ds = data.load(name)
@@ -27,7 +27,7 @@ def main():
                 def fit(x, y, seed):
                     return baselines.random_init(ds.input_dim, seed).embed_fn
             else:
-                rule = rules.load_rule(start, args.preset)
+                rule = catalog.load_rule(start, args.preset)
 
                 def fit(x, y, seed, rule=rule):
                     return evaluate.model_embed_fn(train_base_model(

@@ -26,7 +26,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from tqdm import tqdm
 
-from metarule import inner, outer, rules, truncated
+from metarule import catalog, inner, outer, truncated
 from metarule.tasks import TaskSampler
 
 CHUNK = 50  # inner steps per jitted call while advancing a task, so that one shape compiles
@@ -34,8 +34,8 @@ CHUNK = 50  # inner steps per jitted call while advancing a task, so that one sh
 
 def rule_theta(spec: str, cfg: outer.MetaTrainConfig):
     if spec.startswith("init:"):
-        return rules.init_rule(spec[5:], cfg.rule_cfg)
-    return rules.load_rule(spec).theta
+        return catalog.init_rule(spec[5:], cfg.rule_cfg)
+    return catalog.load_rule(spec).theta
 
 
 def config(args, datasets: tuple[str, ...] | None = None) -> outer.MetaTrainConfig:
@@ -61,7 +61,7 @@ def task_gradient(theta, cfg: outer.MetaTrainConfig, sampler: TaskSampler, index
     advance = int(rng.integers(0, max(1, (group.budget - unroll) // CHUNK + 1))) * CHUNK
     for _ in range(advance // CHUNK):
         batches = group.tasks[0].unlabeled_batches(rng, CHUNK)
-        single, _ = inner.unroll(theta, single, batches, cfg.rule_cfg, group.activation)
+        single = inner.unroll(theta, single, batches, cfg.rule_cfg, group.activation)
     params = jax.tree_util.tree_map(lambda a: a[None], single)
     batches, labeled = outer.step_data(group, cfg, index, unroll)
     _, _, grad, _ = truncated.truncated_grad(theta, params, batches, labeled, cfg.rule_cfg,

@@ -26,7 +26,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from metarule import data, evaluate, outer, rules  # noqa: E402
+from metarule import catalog, data, evaluate, outer# noqa: E402
 from metarule.train import train_base_model  # noqa: E402
 
 
@@ -86,7 +86,7 @@ def main():
         parser.error("--shapes takes comma-separated widths, e.g. 128,128,128,128 512,512")
     if any(w <= 0 for shape in shapes for w in shape):
         parser.error("--shapes: widths must be positive")
-    rule = rules.load_rule(args.rule)
+    rule = catalog.load_rule(args.rule)
     table = {}
     for name in args.datasets.split(","):
         ds = data.load(name)

@@ -35,7 +35,7 @@ from jax.flatten_util import ravel_pytree
 from tqdm import tqdm
 
 from grad_snr import config, rule_theta, snr, task_gradient
-from metarule import inner, outer, rules
+from metarule import catalog, inner, outer
 from metarule.config import RuleConfig
 from metarule.meta_objective import meta_objective
 from metarule.tasks import TaskSampler
@@ -67,7 +67,7 @@ def es_pair(flat: np.ndarray, unravel, cfg: outer.MetaTrainConfig, rule_cfg: Rul
 @functools.partial(jax.jit, static_argnames=("unravel", "rule_cfg"))
 def antithetic_losses(unravel, thetas, params, batches, labeled, rule_cfg):
     def loss(flat):
-        trained, _ = inner.unroll(unravel(flat), params, batches, rule_cfg)
+        trained = inner.unroll(unravel(flat), params, batches, rule_cfg)
         return meta_objective(trained, *labeled)
     return jax.vmap(loss)(thetas)
 
@@ -148,7 +148,7 @@ def step_main(args) -> None:
     grads, meta = load_grads(args.grads)
     if meta["rule"].startswith("init:"):
         raise SystemExit("line_search: step from a shipped rule or a rule file, not an init")
-    rule = rules.load_rule(meta["rule"])
+    rule = catalog.load_rule(meta["rule"])
     flat, unravel = ravel_pytree(rule.theta)
     flat = np.asarray(flat, np.float64)
     norm = float(np.linalg.norm(flat))
@@ -170,7 +170,7 @@ def step_main(args) -> None:
                     "outer_steps": rule.card.get("outer_steps"),
                     "line_search": {"from": meta["rule"], "direction": kind, "size": size,
                                     "tasks": len(grads), "datasets": meta["datasets"]}}
-            rules.save_rule(path, jax.tree_util.tree_map(
+            catalog.save_rule(path, jax.tree_util.tree_map(
                 np.asarray, unravel(moved.astype(np.float32))), rule.cfg, card)
             report["candidates"][path.name] = {
                 "direction": kind, "size": size,

@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from metarule import data, outer, rules
+from metarule import catalog, data, outer
 from metarule.train import TrainError, train_base_model
 
 
-def objective(rule: rules.Rule, datasets: dict, steps: int, seeds: range, widths, shots: int
+def objective(rule: catalog.Rule, datasets: dict, steps: int, seeds: range, widths, shots: int
               ) -> dict:
     """{dataset: (mean, stderr, per-seed values)} of the training-split meta-objective."""
     out = {}
@@ -85,7 +85,7 @@ def choose(ranked: list[dict], incumbent: str | None) -> str:
 def candidates(run_dir: Path, since: int, every: int, incumbent: str | None,
                extra: list[str], only_extra: bool = False) -> dict[str, str]:
     """{label: rule path or shipped name}."""
-    found = {f"{Path(path).name} (step {rules.read_rule_file(Path(path)).card.get('outer_steps')})":
+    found = {f"{Path(path).name} (step {catalog.read_rule_file(Path(path)).card.get('outer_steps')})":
              path for path in extra}
     if only_extra:
         return found | ({f"shipped {incumbent}": incumbent} if incumbent else {})
@@ -95,7 +95,7 @@ def candidates(run_dir: Path, since: int, every: int, incumbent: str | None,
             found[f"step {step}"] = str(path)
     for name in ("theta_best.npz", "theta.npz"):
         if (run_dir / name).exists():
-            step = rules.read_rule_file(run_dir / name).card.get("outer_steps")
+            step = catalog.read_rule_file(run_dir / name).card.get("outer_steps")
             found[f"{name} (step {step})"] = str(run_dir / name)
     if incumbent:
         found[f"shipped {incumbent}"] = incumbent
@@ -134,7 +134,7 @@ def main():
     cache["scores"] = {k: v for k, v in cache["scores"].items() if k in current}
     for key, (label, where) in current.items():
         if key not in cache["scores"]:  # a rule is loaded only to be scored
-            rule = rules.load_rule(where)
+            rule = catalog.load_rule(where)
             print(f"scoring {label} ...", flush=True)
             per = objective(rule, datasets, args.steps, seeds, cfg.eval_widths, cfg.shots)
             cache["scores"][key] = {"label": label, "path": where,
@@ -146,7 +146,7 @@ def main():
     cache["chosen"] = choose(ranked, args.incumbent)
     cache_path.write_text(json.dumps(cache, indent=1))
     held = [c for c in ranked if c["path"] == args.incumbent]
-    print(f"| candidate | " + " | ".join(protocol["datasets"]) + " | mean | minus incumbent |")
+    print("| candidate | " + " | ".join(protocol["datasets"]) + " | mean | minus incumbent |")
     print("|---|" + "---|" * (len(protocol["datasets"]) + 2))
     for c in ranked:
         cells = [f"{c['per_dataset'][d]['mean']:.3f} ± {c['per_dataset'][d]['stderr']:.3f}"

@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from metarule import rules
+from metarule import catalog
 
 
 def main():
@@ -23,15 +23,15 @@ def main():
     selection_path = args.run_dir / "selection.json"
     selection = json.loads(selection_path.read_text()) if selection_path.exists() else None
     if selection:
-        rule = rules.read_rule_file(Path(selection["chosen"]))
+        rule = catalog.read_rule_file(Path(selection["chosen"]))
         chosen_by = (f"lowest mean training-split meta-objective of the held-out datasets after "
                      f"{selection['protocol']['steps']} inner steps among the candidates of "
                      f"scripts/select_rule.py (selection_scores)")
     elif best.exists():
-        rule = rules.read_rule_file(best)
+        rule = catalog.read_rule_file(best)
         chosen_by = "lowest mean held-out meta-objective among the run's evaluations"
     else:
-        rule = rules.read_rule_file(args.run_dir / "theta.npz")
+        rule = catalog.read_rule_file(args.run_dir / "theta.npz")
         chosen_by = "last checkpoint"
     config = json.loads((args.run_dir / "config.json").read_text())
     rows = [json.loads(line) for line in open(args.run_dir / "metrics.jsonl")]
@@ -51,8 +51,8 @@ def main():
         card["selection_protocol"] = selection["protocol"]
         card["selection_scores"] = {c["label"]: round(c["mean"], 4)
                                     for c in selection["scores"].values()}
-    out = Path(rules.__file__).parent / "rules" / f"{args.name}.npz"
-    rules.save_rule(out, rule.theta, rule.cfg, card)
+    out = Path(catalog.__file__).parent / "rules" / f"{args.name}.npz"
+    catalog.save_rule(out, rule.theta, rule.cfg, card)
     out.with_suffix(".json").write_text(json.dumps(card, indent=1) + "\n")
     print(f"shipped {out}")
 

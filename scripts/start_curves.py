@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metarule import data, outer, rules
+from metarule import catalog, data, outer
 from metarule.train import TrainError
 
 STARTS = ("random", "oja", "oja-learned", "sanger", "hebbian-decorrelation")
@@ -151,7 +151,7 @@ def main():
 
     if "random_init" not in results:
         no_rule = dataclasses.replace(cfg, eval_steps=0)
-        theta = rules.init_rule("random", cfg.rule_cfg, __import__("jax").random.PRNGKey(0))
+        theta = catalog.init_rule("random", cfg.rule_cfg, __import__("jax").random.PRNGKey(0))
         results["random_init"] = score(theta, no_rule, held_out)
         save()
     for start in STARTS:
@@ -168,7 +168,7 @@ def main():
             if step in entry["snapshots"]:
                 continue
             print(f"{start} step {step}", flush=True)
-            entry["snapshots"][step] = score(rules.load_rule(str(path)).theta, cfg, held_out)
+            entry["snapshots"][step] = score(catalog.load_rule(str(path)).theta, cfg, held_out)
             save()
     plot(results, datasets, out / "curves.png")
     (out / "curves.md").write_text(table(results, datasets))

@@ -81,14 +81,7 @@ def test_data_show(capsys, tmp_path):
     assert code == 0 and (tmp_path / "moons.png").is_file()
 
 
-def test_missing_hooks_say_not_available(capsys, monkeypatch):
-    monkeypatch.setattr(cli, "optional_module", lambda name: None)
-    for verb in ("demo", "meta-train"):
-        code, _, err = run(capsys, verb)
-        assert code == 1 and "not available yet" in err
-
-
-def test_hook_arguments_parse():
+def test_meta_train_arguments_parse():
     args = cli.build_parser().parse_args(
         ["meta-train", "--preset", "cpu", "--hours", "0.5", "--steps", "10", "--out", "r",
          "--resume", "--init", "oja", "--backend", "ray", "--address", "auto", "--workers", "3",

@@ -23,7 +23,7 @@ def test_demo_writes_figures_and_four_row_table(tmp_path, capsys):
 
 
 def test_demo_says_when_the_rule_is_untrained(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(demo.rules, "shipped_rules", lambda: [])
+    monkeypatch.setattr(demo.catalog, "shipped_rules", lambda: [])
     args = argparse.Namespace(rule=None, steps=2, out=str(tmp_path))
     assert demo.run(args, n_test=200, seeds=2, widths=(16, 16), preset="tiny") == 0
     assert "No meta-trained rule ships" in capsys.readouterr().out

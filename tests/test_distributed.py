@@ -10,7 +10,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from metarule import distributed, outer, rules  # noqa: E402
+from metarule import catalog, distributed, outer# noqa: E402
 
 TINY = dict(preset="tiny", datasets=("patches16",), dataset_weights=(1.0,), widths=(8,),
             depths=(1,), ways=(4,), shots=3,
@@ -57,7 +57,7 @@ def test_learner_batches_drops_and_restarts_from_its_checkpoint(local_ray, tmp_p
     assert after.version == 2 and not np.allclose(after.theta["merge"], pub.theta["merge"])
 
     ray.get(learner.checkpoint.remote())
-    rules.read_rule_file(tmp_path / "theta.npz")  # always a loadable rule
+    catalog.read_rule_file(tmp_path / "theta.npz")  # always a loadable rule
     ray.kill(learner, no_restart=False)          # Ray restarts it; it reloads the checkpoint
     restored = ray.get(learner.get_theta.remote())
     assert restored.version == 2 and restored.time_s >= after.time_s
@@ -103,12 +103,12 @@ def test_run_outlives_a_worker_and_the_learner_and_resumes(local_ray, tmp_path):
     evals = _rows(tmp_path, "eval")                  # the starting rule, evaluated once
     assert [(r["dataset"], r["step"]) for r in evals] == [("patches16", 0)]
     assert (tmp_path / "meta_training.png").exists()
-    assert rules.read_rule_file(tmp_path / "theta.npz").card["outer_steps"] == 3
+    assert catalog.read_rule_file(tmp_path / "theta.npz").card["outer_steps"] == 3
     # The learner keeps snapshots and the best theta by held-out meta-objective, as outer.run.
     assert {p.name for p in (tmp_path / "snapshots").iterdir()} == {
         "theta_000000.npz", "theta_000002.npz"}
     assert json.loads((tmp_path / "best.json").read_text())["step"] == 0
-    assert rules.read_rule_file(tmp_path / "theta_best.npz").card["outer_steps"] == 0
+    assert catalog.read_rule_file(tmp_path / "theta_best.npz").card["outer_steps"] == 0
 
     assert distributed.run(cfg, tmp_path, steps=1, workers=1, resume=True,
                            progress=False).step == 4

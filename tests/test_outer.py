@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from metarule import outer, rules, truncated
+from metarule import catalog, cli, outer, truncated
 from metarule.config import ConfigError
 
 TINY = dict(preset="tiny", datasets=("patches16",), dataset_weights=(1.0,), widths=(8,),
@@ -56,7 +56,7 @@ def test_resume_after_a_crash_continues_the_run(tmp_path):
     assert snaps == ["theta_000000.npz", "theta_000002.npz", "theta_000003.npz"]
     assert json.loads((tmp_path / "split" / "config.json").read_text())["snapshot_every"] == 3
     assert outer.load_checkpoint(tmp_path / "split")[1].snapshot_every == 3
-    last = rules.load_rule(str(tmp_path / "full" / "snapshots" / "theta_000004.npz"))
+    last = catalog.load_rule(str(tmp_path / "full" / "snapshots" / "theta_000004.npz"))
     assert last.card["outer_steps"] == 4
     with pytest.raises(ConfigError, match="--resume"):
         outer.run(cfg, tmp_path / "full", steps=1, progress=False)
@@ -145,29 +145,29 @@ def test_sigterm_during_a_gc_callback_is_not_lost():
 def test_a_run_can_start_from_a_meta_trained_rule(tmp_path):
     # Fine-tuning: the run's first theta is the rule file's, bit for bit.
     cfg = outer.MetaTrainConfig(**TINY)
-    theta = rules.init_rule("sanger", cfg.rule_cfg, jax.random.PRNGKey(3))
+    theta = catalog.init_rule("sanger", cfg.rule_cfg, jax.random.PRNGKey(3))
     theta = dict(theta, merge=theta["merge"] + 0.25)
-    rules.save_rule(tmp_path / "start.npz", theta, cfg.rule_cfg, {"name": "start"})
+    catalog.save_rule(tmp_path / "start.npz", theta, cfg.rule_cfg, {"name": "start"})
     fine = outer.MetaTrainConfig(**{**TINY, "init": str(tmp_path / "start.npz")})
     state, _ = outer.init_state(fine, outer.TaskSampler(outer.task_config(fine), 0))
     _leaves_equal(state.theta, theta)
     # ... and only with the rule config it was meta-trained with.
     other = outer.MetaTrainConfig(**{**TINY, "preset": "cpu", "init": str(tmp_path / "start.npz")})
-    with pytest.raises(rules.RuleError, match="another rule config"):
+    with pytest.raises(catalog.RuleError, match="another rule config"):
         outer.init_state(other, outer.TaskSampler(outer.task_config(other), 0))
 
 
 def test_lr_flag_rescales_the_schedule():
-    assert outer.scaled_lr("cpu", None) is None
-    np.testing.assert_allclose(outer.scaled_lr("cpu", 3e-4), (3e-4, 9e-5, 3e-5))
+    assert cli.scaled_lr("cpu", None) is None
+    np.testing.assert_allclose(cli.scaled_lr("cpu", 3e-4), (3e-4, 9e-5, 3e-5))
     with pytest.raises(ConfigError, match="--lr must be a number >= 0"):
-        outer.scaled_lr("cpu", -1e-4)
+        cli.scaled_lr("cpu", -1e-4)
     with pytest.raises(ConfigError, match="all > 0, or all 0"):
         outer.MetaTrainConfig(**{**TINY, "lr_values": (1e-3, 0.0, 1e-4)})
 
 
 def test_zero_lr_is_a_frozen_theta_control(tmp_path):
-    frozen_cfg = outer.MetaTrainConfig(**{**TINY, "lr_values": outer.scaled_lr("cpu", 0.0)})
+    frozen_cfg = outer.MetaTrainConfig(**{**TINY, "lr_values": cli.scaled_lr("cpu", 0.0)})
     assert frozen_cfg.lr_values == (0.0, 0.0, 0.0)
     start = outer.init_state(frozen_cfg, outer.TaskSampler(outer.task_config(frozen_cfg), 0))[0]
     frozen = outer.run(frozen_cfg, tmp_path / "frozen", steps=3, progress=False)

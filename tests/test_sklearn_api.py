@@ -6,7 +6,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import metarule
-from metarule import rules
+from metarule import catalog
 from metarule.experiments import common
 from metarule.sklearn_api import EXPECTED_FAILED_CHECKS, Embedder
 
@@ -48,7 +48,7 @@ def test_transform_is_32d_float64_and_order_invariant(fitted):
 def test_default_rule_is_the_shipped_one():
     x = np.random.default_rng(0).normal(size=(70, 3))
     emb = Embedder(widths=(8,), steps=1).fit(x)
-    assert emb.rule_name_ == rules.default_rule_spec() == rules.shipped_rules()[0]
+    assert emb.rule_name_ == catalog.default_rule_spec() == catalog.shipped_rules()[0]
     assert emb.get_params()["rule"] is None  # resolved in fit, as scikit-learn expects
     assert metarule.Embedder is Embedder
 
@@ -60,7 +60,7 @@ def test_package_loads_shipped_rules_by_name():
 
 def test_accepts_a_loaded_rule():
     x = np.random.default_rng(0).normal(size=(40, 3))
-    emb = Embedder(rule=rules.load_rule("init:oja", preset="tiny"), widths=(8,), steps=2)
+    emb = Embedder(rule=catalog.load_rule("init:oja", preset="tiny"), widths=(8,), steps=2)
     assert emb.fit(x).rule_name_ == "init:oja"
 
 

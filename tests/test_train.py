@@ -4,8 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metarule import rules, train
+from metarule import catalog, train
 from metarule.experiments import common
+from metarule.runtime import all_finite
 
 WIDTHS = (16, 16)  # shared with the other tests' tiny settings, so the inner loop compiles once
 
@@ -17,7 +18,7 @@ def ds():
 
 @pytest.fixture(scope="module")
 def rule():
-    return rules.load_rule("init:oja")
+    return catalog.load_rule("init:oja")
 
 
 @pytest.mark.parametrize("steps,chunk,expected", [(3000, 50, 50), (7, 50, 7), (12, 5, 4),
@@ -39,7 +40,7 @@ def test_train_save_load_evaluate_round_trip(ds, rule, tmp_path):
     params = train.train_base_model(rule, ds.x_train, 4, WIDTHS, permute=True, chunk=2,
                                     progress=False, callback=lambda s, p: seen.append(s))
     assert seen == [0, 2, 4]
-    assert train.all_finite(params) and params.perm is not None
+    assert all_finite(params) and params.perm is not None
     assert [l.w.shape for l in params.layers] == [(196, 16), (16, 16), (16, 32)]
     record = {"dataset": "mnist14", "steps": 4, "activation": "relu"}
     train.save_model(tmp_path / "m", params, record)

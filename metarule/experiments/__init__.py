@@ -15,7 +15,7 @@ import json
 import math
 from pathlib import Path
 
-from metarule import rules, train
+from metarule import catalog, train
 from metarule.experiments.common import Context, ExperimentError
 
 EXPERIMENTS = {
@@ -79,7 +79,7 @@ def run_experiment(name: str, size: str = "default", rule_spec: str | None = Non
     Args:
       name: a key of EXPERIMENTS.
       size: "tiny", "default" or "full".
-      rule_spec: the rule (`rules.load_rule` spec); None = `rules.default_rule_spec()`.
+      rule_spec: the rule (`catalog.load_rule` spec); None = `catalog.default_rule_spec()`.
       out: the results folder.
       run_dir: the meta-training run folder (meta-curves only).
       progress: show progress bars.
@@ -91,8 +91,8 @@ def run_experiment(name: str, size: str = "default", rule_spec: str | None = Non
         raise ExperimentError("meta-curves needs a RUN_DIR (and only it takes one): "
                               "metarule experiment meta-curves RUN_DIR")
     setting = mod.SIZES[size]
-    spec = rule_spec or rules.default_rule_spec()
-    rule = rules.load_rule(spec) if mod.USES_RULE else None
+    spec = rule_spec or catalog.default_rule_spec()
+    rule = catalog.load_rule(spec) if mod.USES_RULE else None
     ctx = Context(rule=rule, rule_spec=spec, run_dir=Path(run_dir) if run_dir else None,
                   progress=progress)
     header = {"experiment": name, "figure": mod.FIGURE, "size": size,

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from metarule import data, evaluate, train
-from metarule.rules import Rule
+from metarule.catalog import Rule
 
 SHOTS = 10  # labeled examples per class, as in the paper
 

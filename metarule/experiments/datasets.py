@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from metarule import baselines, evaluate, rules, train
+from metarule import baselines, catalog, evaluate, train
 from metarule.experiments import common
 
 FIGURE = "Fig. 4"
@@ -73,7 +73,7 @@ def run(size: Size, ctx: common.Context) -> dict:
         ds = common.load(name, size.n_train, size.n_test)
         rows = []
         for spec in specs:
-            rule = ctx.rule if spec == ctx.rule_spec else rules.load_rule(spec)
+            rule = ctx.rule if spec == ctx.rule_spec else catalog.load_rule(spec)
             curve = common.rule_curve(rule, ds, size.eval_steps, size.seeds, size.widths,
                                       progress=ctx.progress)
             rows.append({"method": spec, "sha256": train.theta_digest(rule.theta),

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.linalg import subspace_angles
 
-from metarule import base_model, inner, rules
+from metarule import base_model, catalog, inner
 from metarule.config import BaseModelConfig, RuleConfig
 
 CFG = RuleConfig(delta_dims=4, h_size=8, grad_channels=2, top_delta_size=8, inner_batch=64,
@@ -22,12 +22,12 @@ def _data(dim, spectrum, n=20000, seed=0):
 
 def _train(name, x, k, steps=1500, seed=1):
     """A one-layer, linear base model (x -> BN(xW) + b) trained by a named rule."""
-    theta = rules.init_rule(name, CFG, jax.random.PRNGKey(0))
+    theta = catalog.init_rule(name, CFG, jax.random.PRNGKey(0))
     params = base_model.init(jax.random.PRNGKey(seed),
                              BaseModelConfig(x.shape[1], hidden=(), embedding=k,
                                              activation="identity"))
     idx = np.random.default_rng(seed).integers(0, len(x), size=(steps, CFG.inner_batch))
-    params, _ = inner.unroll(theta, params, jnp.asarray(x[idx]), CFG, "identity")
+    params = inner.unroll(theta, params, jnp.asarray(x[idx]), CFG, "identity")
     return params
 
 
@@ -55,33 +55,33 @@ def test_hebbian_decorrelation_decorrelates_units():
 
 
 def test_init_rule_names():
-    theta = rules.init_rule("oja", CFG)
+    theta = catalog.init_rule("oja", CFG)
     assert float(jnp.abs(theta["bias_readout"]).sum()) == 0.0
-    with pytest.raises(rules.RuleError, match="unknown initial rule"):
-        rules.init_rule("hopfield", CFG)
+    with pytest.raises(catalog.RuleError, match="unknown initial rule"):
+        catalog.init_rule("hopfield", CFG)
 
 
 def test_save_load_round_trip_and_bad_files(tmp_path):
-    theta = rules.init_rule("oja-learned", CFG)
-    rules.save_rule(tmp_path / "r.npz", theta, CFG, {"name": "mine"})
-    loaded = rules.load_rule(str(tmp_path / "r.npz"))
+    theta = catalog.init_rule("oja-learned", CFG)
+    catalog.save_rule(tmp_path / "r.npz", theta, CFG, {"name": "mine"})
+    loaded = catalog.load_rule(str(tmp_path / "r.npz"))
     assert loaded.cfg == CFG and loaded.name == "mine"
     for a, b in zip(jax.tree_util.tree_leaves(theta), jax.tree_util.tree_leaves(loaded.theta)):
         np.testing.assert_array_equal(a, b)
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
-    with pytest.raises(rules.RuleError, match="cannot read rule file"):
-        rules.load_rule(str(tmp_path / "bad.npz"))
-    with pytest.raises(rules.RuleError, match="unknown rule"):
-        rules.load_rule("no-such-rule")
+    with pytest.raises(catalog.RuleError, match="cannot read rule file"):
+        catalog.load_rule(str(tmp_path / "bad.npz"))
+    with pytest.raises(catalog.RuleError, match="unknown rule"):
+        catalog.load_rule("no-such-rule")
     nan_theta = dict(theta, merge=theta["merge"] * jnp.nan)
-    rules.save_rule(tmp_path / "nan.npz", nan_theta, CFG, {"name": "nan"})
-    with pytest.raises(rules.RuleError, match="NaN"):
-        rules.load_rule(str(tmp_path / "nan.npz"))
+    catalog.save_rule(tmp_path / "nan.npz", nan_theta, CFG, {"name": "nan"})
+    with pytest.raises(catalog.RuleError, match="NaN"):
+        catalog.load_rule(str(tmp_path / "nan.npz"))
 
 
-@pytest.mark.parametrize("name", rules.shipped_rules())
+@pytest.mark.parametrize("name", catalog.shipped_rules())
 def test_shipped_rules_load_with_a_card(name):
-    rule = rules.load_rule(name)
+    rule = catalog.load_rule(name)
     assert rule.card["meta_trained"] and rule.card["outer_steps"] > 0
     for key in ("preset", "init", "training_data", "held_out", "command"):
         assert key in rule.card, key
