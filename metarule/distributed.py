@@ -254,10 +254,9 @@ class Evaluator:
     """outer.evaluate_theta on the held-out datasets, loaded once."""
 
     def __init__(self, cfg: MetaTrainConfig):
-        from metarule import data
         enable_compilation_cache()
         self.cfg = cfg
-        self.datasets = {name: data.load(name) for name in cfg.eval_datasets}
+        self.datasets = outer.held_out_datasets(cfg)
 
     def evaluate(self, pub: Published) -> list[dict]:
         theta = jax.tree_util.tree_map(jnp.asarray, pub.theta)

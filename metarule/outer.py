@@ -290,8 +290,8 @@ def save_snapshot(run_dir: Path, state: TrainState, cfg: MetaTrainConfig) -> Non
 
 
 def keep_best(run_dir: Path, state: TrainState, cfg: MetaTrainConfig, evals: list[dict]) -> None:
-    """Write theta_best.npz when the mean held-out meta-objective is the lowest so far: the
-    shipped rule is chosen by it, never by test accuracy."""
+    """Write theta_best.npz when the mean validation meta-objective (evaluate_theta) is the
+    lowest so far; a rule to ship is chosen by it, never by the test split."""
     score = float(np.mean([row["meta_objective"] for row in evals]))
     best_path = run_dir / "best.json"
     best = json.loads(best_path.read_text()) if best_path.exists() else None
@@ -335,26 +335,38 @@ def few_shot_objective(params, x: np.ndarray, y: np.ndarray, num_classes: int, s
                                                jnp.asarray(x[idx_b]), jnp.asarray(y_b)))
 
 
-def evaluate_theta(theta, cfg: MetaTrainConfig, datasets: dict, n_test: int = 2000) -> list[dict]:
-    """Fresh base models trained by theta on held-out data: 10-shot accuracy (logistic readout)
-    and the held-out meta-objective (10-way 10-shot ridge on the test split), over seeds."""
+def held_out_datasets(cfg: MetaTrainConfig) -> dict:
+    """The validation splits (data.validation_split) of cfg.eval_datasets: what continuous
+    evaluation and the best theta read."""
+    from metarule import data
+    return {name: data.validation_split(data.load(name)) for name in cfg.eval_datasets}
+
+
+def evaluate_theta(theta, cfg: MetaTrainConfig, datasets: dict, n_val: int = 2000) -> list[dict]:
+    """Fresh base models trained by theta on datasets held out from meta-training: 10-shot
+    accuracy (logistic readout) and the meta-objective (10-way 10-shot ridge), over seeds.
+
+    `datasets` are data.validation_split datasets: the models train on the rest of the training
+    split and are scored on its validation rows, so nothing chosen from these numbers has seen
+    a test split.
+    """
     from metarule import evaluate
     from metarule.train import train_base_model
 
     current = catalog.Rule(theta, cfg.rule_cfg, "current", {})
     out = []
     for name, ds in datasets.items():
-        x_test, y_test = ds.x_test[:n_test], ds.y_test[:n_test]
+        x_val, y_val = ds.x_test[:n_val], ds.y_test[:n_val]
         objectives = []
 
         def fit(x_lab, y_lab, seed):
             params = train_base_model(current, ds.x_train, cfg.eval_steps, cfg.eval_widths,
                                       seed=seed, progress=False)
-            objectives.append(few_shot_objective(params, x_test, y_test, ds.num_classes,
+            objectives.append(few_shot_objective(params, x_val, y_val, ds.num_classes,
                                                  cfg.shots, seed))
             return evaluate.model_embed_fn(params)
 
-        res = evaluate.fitted_few_shot_accuracy(fit, ds.x_train, ds.y_train, x_test, y_test,
+        res = evaluate.fitted_few_shot_accuracy(fit, ds.x_train, ds.y_train, x_val, y_val,
                                                 shots=cfg.shots, seeds=cfg.eval_seeds)
         out.append({"kind": "eval", "dataset": name, "accuracy": res.mean,
                     "accuracy_stderr": res.stderr, "accuracies": res.accuracies,
@@ -451,8 +463,6 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
     A resume continues the run's own config; `settings` may change its RUN_SETTINGS."""
     from tqdm import tqdm
 
-    from metarule import data
-
     run_dir = Path(run_dir)
     enable_compilation_cache()  # compiled rules survive restarts
     state, cfg = prepare_run_dir(cfg, run_dir, resume, settings)
@@ -461,7 +471,7 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
         state, group = init_state(cfg, sampler)
     else:
         group = sample_group(sampler, cfg, state.group_index)
-    held_out = {name: data.load(name) for name in cfg.eval_datasets}
+    held_out = held_out_datasets(cfg)
     deadline = time.monotonic() + hours * 3600 if hours else math.inf
     last_step = state.step + steps if steps is not None else None
     t0, elapsed0 = time.monotonic(), state.elapsed_s

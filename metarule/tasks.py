@@ -104,8 +104,9 @@ class Task:
     example_dropout: float = 0.0                          # per-example dropout rate
     class_perms: np.ndarray | None = field(default=None, repr=False)  # (ways, n, D)
     xshift: bool = False                                  # per-image random x-shift
-    _x: dict = field(default_factory=dict, repr=False)    # split -> (N, D) array
-    _rows: dict = field(default_factory=dict, repr=False)  # split -> per-class row ids
+    # Only the training split: meta-training never reads a test split.
+    _x: np.ndarray | None = field(default=None, repr=False)  # (N, D) training split
+    _rows: list = field(default_factory=list, repr=False)    # per-class row ids into _x
 
     @property
     def ways(self) -> int:
@@ -113,13 +114,13 @@ class Task:
 
     def unlabeled_batches(self, rng: np.random.Generator, n_batches: int) -> np.ndarray:
         """(n_batches, inner_batch, D) float32 from the train split; labels are never used."""
-        rows = np.concatenate(self._rows["train"])
-        pos = np.repeat(np.arange(self.ways), [len(r) for r in self._rows["train"]])
+        rows = np.concatenate(self._rows)
+        pos = np.repeat(np.arange(self.ways), [len(r) for r in self._rows])
         pick = rng.integers(0, len(rows), n_batches * self.inner_batch)
-        x, _ = self._transform(rng, self._x["train"], rows[pick], pos[pick])
+        x, _ = self._transform(rng, self._x, rows[pick], pos[pick])
         return x.reshape(n_batches, self.inner_batch, self.input_dim)
 
-    def labeled(self, rng: np.random.Generator, k_per_class: int, split: str = "train"
+    def labeled(self, rng: np.random.Generator, k_per_class: int
                 ) -> tuple[np.ndarray, np.ndarray]:
         """Class-balanced x (ways*k, D) and targets y (ways*k, n_targets), both float32.
 
@@ -130,10 +131,10 @@ class Task:
         without replacement unless a class has fewer than k.
         """
         picks = [rng.choice(r, k_per_class, replace=len(r) < k_per_class)
-                 for r in self._rows[split]]
+                 for r in self._rows]
         rows = np.stack(picks, axis=1).ravel()                     # (k, ways) -> round robin
         pos = np.tile(np.arange(self.ways), k_per_class)
-        x, aug = self._transform(rng, self._x[split], rows, pos)
+        x, aug = self._transform(rng, self._x, rows, pos)
         onehot = np.eye(self.ways, dtype=np.float32)[pos]
         return x, np.concatenate([onehot, aug], axis=1)
 
@@ -207,8 +208,8 @@ class TaskSampler:
         self.cfg = cfg
         self._rng = np.random.default_rng(seed)
         self._data = {name: data.load(name) for name in cfg.datasets}
-        self._rows = {name: {s: _rows_by_class(getattr(ds, f"y_{s}"), ds.num_classes)
-                             for s in ("train", "test")} for name, ds in self._data.items()}
+        self._rows = {name: _rows_by_class(ds.y_train, ds.num_classes)
+                      for name, ds in self._data.items()}
         self._subsets = {name: {s: np.flatnonzero([NAMED_SUBSETS[s](c) for c in ds.class_names])
                                 for s in cfg.named_subsets}
                          for name, ds in self._data.items() if name.startswith("glyphs")}
@@ -255,14 +256,14 @@ class TaskSampler:
             class_perms = rng.permuted(flat, axis=1).reshape(ways, cfg.n_class_perms, d)
         xshift = image and rng.random() < cfg.p_xshift
         hidden = (int(rng.choice(cfg.widths)),) * int(rng.choice(cfg.depths))
-        rows = {s: [self._rows[name][s][c] for c in classes] for s in ("train", "test")}
+        rows = [self._rows[name][c] for c in classes]
         return Task(dataset=name, classes=classes, input_dim=d,
                     n_targets=ways + len(AUG_TARGETS), hidden=hidden, augmented=augmented,
                     subset=subset, image_shape=ds.image_shape, max_rotation=cfg.max_rotation,
                     max_shift=cfg.max_shift, inner_batch=cfg.inner_batch, perm=perm,
                     task_mask=task_mask, example_dropout=example_dropout,
                     class_perms=class_perms, xshift=xshift,
-                    _x={"train": ds.x_train, "test": ds.x_test}, _rows=rows)
+                    _x=ds.x_train, _rows=rows)
 
 
 def _rows_by_class(y: np.ndarray, num_classes: int) -> list[np.ndarray]:

@@ -20,8 +20,8 @@ def main():
     starts = ["random-init (no rule)", "init:random", *(f"init:{n}" for n in catalog.INITIAL_RULES)]
     results = {}
     for name in args.datasets.split(","):
-        ds = data.load(name)
-        x_test, y_test = ds.x_test[:2000], ds.y_test[:2000]
+        ds = data.validation_split(data.load(name))  # a start is chosen here: no test split
+        x_val, y_val = ds.x_test[:2000], ds.y_test[:2000]
         for start in starts:
             if start.startswith("random-init"):
                 def fit(x, y, seed):
@@ -32,7 +32,7 @@ def main():
                 def fit(x, y, seed, rule=rule):
                     return evaluate.model_embed_fn(train_base_model(
                         rule, ds.x_train, args.steps, seed=seed, progress=False))
-            res = evaluate.fitted_few_shot_accuracy(fit, ds.x_train, ds.y_train, x_test, y_test,
+            res = evaluate.fitted_few_shot_accuracy(fit, ds.x_train, ds.y_train, x_val, y_val,
                                                     shots=10, seeds=args.seeds)
             results.setdefault(start, {})[name] = (res.mean, res.stderr)
     names = args.datasets.split(",")

@@ -4,11 +4,11 @@ scored without the test split.
 A meta-trained rule is applied for as many steps, and to as wide and deep a base model, as its
 user chooses (`Embedder(steps=..., widths=...)`, `metarule train --steps --widths`). This script
 trains fresh base models of each `--shapes` with the rule on the unlabeled training split of each
-held-out dataset and scores them along the way on labeled examples of that same training split:
-by the meta-objective (Eq. 2, 10-way 10-shot ridge; the mean over `--draws` support/query draws),
-as scripts/select_rule.py does, and by the 10-shot logistic accuracy on the split's last 10,000
-examples (`--val-seeds` draws of the labeled examples from the rest) -- so that a step count and
-a shape can be chosen without reading the test split.
+held-out dataset, less its validation rows (`data.validation_split`), and scores them along the
+way on the validation rows: by the meta-objective (Eq. 2, 10-way 10-shot ridge; the mean over
+`--draws` support/query draws), as scripts/select_rule.py does, and by the 10-shot logistic
+accuracy (`--val-seeds` draws of the labeled examples from the training rows) -- so that a step
+count and a shape can be chosen without reading the test split.
 
     python scripts/inner_horizon.py cpu-oja-v0 --checkpoints 250,500,1000,2000 --seeds 3
     python scripts/inner_horizon.py cpu-oja-v0 --checkpoints 500,1000 \
@@ -26,30 +26,25 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from metarule import catalog, data, evaluate, outer# noqa: E402
+from metarule import catalog, data, evaluate, outer  # noqa: E402
 from metarule.train import train_base_model  # noqa: E402
 
 
-VAL = 10_000  # the training split's last examples, scored by the validation accuracy
-
-
 def scores_along(rule, ds, checkpoints: list[int], seed: int, shots: int, widths: tuple[int, ...],
-                 draws: int, val_seeds: int, val: int = VAL) -> dict[str, dict[int, float]]:
+                 draws: int, val_seeds: int) -> dict[str, dict[int, float]]:
     """{"meta_objective" | "val_accuracy": {inner step: score}} of one base model of hidden
-    `widths` trained by `rule`, scored on the training split only (its last `val` examples are
-    the validation accuracy's query set)."""
+    `widths` trained by `rule` on a data.validation_split dataset `ds`, scored on its
+    validation rows (ds.x_test) only."""
     out = {"meta_objective": {}, "val_accuracy": {}}
-    x_pool, y_pool = ds.x_train[:-val], ds.y_train[:-val]
-    x_val, y_val = ds.x_train[-val:], ds.y_train[-val:]
 
     def record(step, params):
         if step in checkpoints:
             out["meta_objective"][step] = float(np.mean([
-                outer.few_shot_objective(params, ds.x_train, ds.y_train, ds.num_classes, shots,
+                outer.few_shot_objective(params, ds.x_test, ds.y_test, ds.num_classes, shots,
                                          seed * draws + d) for d in range(draws)]))
             out["val_accuracy"][step] = evaluate.few_shot_accuracy(
-                evaluate.model_embed_fn(params), x_pool, y_pool, x_val, y_val, shots,
-                val_seeds).mean
+                evaluate.model_embed_fn(params), ds.x_train, ds.y_train, ds.x_test, ds.y_test,
+                shots, val_seeds).mean
 
     # Chunks of 50 steps, so every checkpoint (a multiple of 50) is seen by the callback.
     train_base_model(rule, ds.x_train, max(checkpoints), widths=widths, seed=seed, chunk=50,
@@ -89,7 +84,7 @@ def main():
     rule = catalog.load_rule(args.rule)
     table = {}
     for name in args.datasets.split(","):
-        ds = data.load(name)
+        ds = data.validation_split(data.load(name))
         for widths in shapes:
             key = f"{name} {'x'.join(map(str, widths))}"
             runs = [scores_along(rule, ds, checkpoints, seed, args.shots, widths, args.draws,
@@ -105,8 +100,8 @@ def main():
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {"rule": args.rule, "seeds": args.seeds, "shots": args.shots, "draws": args.draws,
               "val_seeds": args.val_seeds,
-              "split": "train (support and query, and the validation examples, drawn from the "
-                       f"training split; validation = its last {VAL})",
+              "split": "validation (data.validation_split): the rule trains on the training "
+                       "split less the validation rows; every score is on the validation rows",
               "scores": table}
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -116,7 +111,7 @@ def main():
                         [row[score][str(c)]["stderr"] for c in checkpoints], marker="o",
                         label=key)
     axes[0].set(xscale="log", xlabel="inner steps", title=f"rule {args.rule}",
-                ylabel="meta-objective (training split; lower is better)")
+                ylabel="meta-objective (validation; lower is better)")
     axes[1].set(xscale="log", xlabel="inner steps", ylabel="10-shot validation accuracy")
     axes[1].legend(fontsize=7)
     fig.tight_layout()

@@ -1,13 +1,14 @@
-"""Choose the rule to ship from a run by the held-out meta-objective at a longer horizon, never
-by test numbers (issue 6).
+"""Choose the rule to ship from a run by the validation meta-objective at a longer horizon, never
+by test numbers.
 
 Continuous evaluation scores theta after 200 inner steps; a rule is used for 500 and more, and a
-theta that is best at 200 steps need not be best at 500 (session 2 measured exactly that). So
+theta that is best at 200 steps need not be best at 500. So
 each candidate -- the run's snapshots every `--every` steps from `--since` on, its
 theta_best.npz, its last theta.npz, and the incumbent shipped rule -- trains fresh 4x128 base
-models for `--steps` inner steps on the unlabeled training split of each held-out dataset, and is
-scored by the meta-objective (Eq. 2, 10-way 10-shot ridge) on labeled examples of that same
-training split. The test split, on which `metarule eval` reports accuracy, is not read.
+models for `--steps` inner steps on the unlabeled training split of each held-out dataset (less
+its validation rows, `data.validation_split`), and is scored by the meta-objective (Eq. 2,
+10-way 10-shot ridge) on labeled validation rows. The test split, on which `metarule eval`
+reports accuracy, is not read.
 
     python scripts/select_rule.py runs/cpu-oja --since 1600 --every 400 --incumbent cpu-oja-v0
 
@@ -36,7 +37,8 @@ from metarule.train import TrainError, train_base_model
 
 def objective(rule: catalog.Rule, datasets: dict, steps: int, seeds: range, widths, shots: int
               ) -> dict:
-    """{dataset: (mean, stderr, per-seed values)} of the training-split meta-objective."""
+    """{dataset: (mean, stderr, per-seed values)} of the validation meta-objective; `datasets`
+    are data.validation_split datasets (their x_test holds the validation rows)."""
     out = {}
     for name, ds in datasets.items():
         values = []
@@ -47,7 +49,7 @@ def objective(rule: catalog.Rule, datasets: dict, steps: int, seeds: range, widt
             except TrainError:  # diverged: the worst possible score
                 values = [math.nan]
                 break
-            values.append(outer.few_shot_objective(params, ds.x_train, ds.y_train,
+            values.append(outer.few_shot_objective(params, ds.x_test, ds.y_test,
                                                    ds.num_classes, shots, seed))
         out[name] = {"mean": float(np.mean(values)), "values": [float(v) for v in values],
                      "stderr": float(np.std(values, ddof=1) / math.sqrt(len(values)))
@@ -123,10 +125,11 @@ def main():
     protocol = {"steps": args.steps, "seeds": [seeds.start, seeds.stop],
                 "widths": list(cfg.eval_widths),
                 "shots": cfg.shots, "datasets": args.datasets.split(","),
-                "split": "train (unlabeled for the rule, labeled for the objective)"}
+                "split": "training split less validation rows (unlabeled, for the rule); "
+                         "validation rows (labeled, for the objective)"}
     if cache.get("protocol") != protocol:
         cache = {"protocol": protocol, "scores": {}}
-    datasets = {name: data.load(name) for name in protocol["datasets"]}
+    datasets = {name: data.validation_split(data.load(name)) for name in protocol["datasets"]}
     current = {f"{label} | {where}": (label, where) for label, where in candidates(
         args.run_dir, args.since, args.every, args.incumbent, args.extra,
         args.only_extra).items()}

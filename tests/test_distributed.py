@@ -10,7 +10,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from metarule import catalog, distributed, outer# noqa: E402
+from metarule import catalog, distributed, outer  # noqa: E402
 
 TINY = dict(preset="tiny", datasets=("patches16",), dataset_weights=(1.0,), widths=(8,),
             depths=(1,), ways=(4,), shots=3,

@@ -108,8 +108,8 @@ def test_labeled_draws_distinct_examples_of_the_right_class(drawn):
 
 def test_unlabeled_rows_come_from_the_task_classes_train_split(drawn):
     t = plain(drawn[1])
-    rows = np.concatenate(t._rows["train"])
-    allowed = {r.tobytes() for r in np.asarray(t._x["train"][np.sort(rows)])}
+    rows = np.concatenate(t._rows)
+    allowed = {r.tobytes() for r in np.asarray(t._x[np.sort(rows)])}
     batch = t.unlabeled_batches(np.random.default_rng(0), 2).reshape(-1, t.input_dim)
     assert all(r.tobytes() in allowed for r in batch)
 
@@ -124,8 +124,7 @@ def test_permutation_is_fixed_per_task(drawn):
 
 def single_example_task(task: Task, **changes) -> Task:
     """Each class reduced to its first training row, so we know which image was used."""
-    first = [r[:1] for r in task._rows["train"]]
-    return plain(task, _rows={"train": first, "test": first}, **changes)
+    return plain(task, _rows=[r[:1] for r in task._rows], **changes)
 
 
 def test_augmentation_targets_equal_the_transform_applied(drawn):
@@ -136,8 +135,8 @@ def test_augmentation_targets_equal_the_transform_applied(drawn):
     shift = y[:, t.ways + 2:] * t.max_shift
     assert np.abs(shift).max() <= t.max_shift and np.ptp(angle) > 1
     np.testing.assert_allclose(np.hypot(y[:, t.ways], y[:, t.ways + 1]), 1, atol=1e-5)
-    rows = np.stack(t._rows["train"]).ravel()[np.argmax(y[:, :t.ways], 1)]
-    originals = np.asarray(t._x["train"][rows])
+    rows = np.stack(t._rows).ravel()[np.argmax(y[:, :t.ways], 1)]
+    originals = np.asarray(t._x[rows])
     expected = tasks.affine(originals.reshape(len(x), *t.image_shape), angle, shift)
     np.testing.assert_allclose(x, expected.reshape(len(x), -1), atol=1e-4)
 

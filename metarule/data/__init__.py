@@ -14,10 +14,10 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from metarule.data import cache
-from metarule.data.core import DataError, Dataset, check_shots
+from metarule.data.core import DataError, Dataset, check_shots, validation_split
 
 __all__ = ["DataError", "Dataset", "check_shots", "cli_list", "cli_show", "list_datasets",
-           "load", "render_grid"]
+           "load", "render_grid", "validation_split"]
 
 
 class _Entry(NamedTuple):

@@ -45,6 +45,32 @@ class Dataset:
         return int(self.x_train.shape[1])
 
 
+# The validation split: a fixed random part of the training split, the same for every command.
+VALIDATION_SEED = 0
+VALIDATION_MAX = 10_000
+
+
+def validation_split(ds: Dataset) -> Dataset:
+    """ds with its test split replaced by a validation split carved from its training split.
+
+    The validation rows are a seeded random min(10,000, n_train // 6) rows of the training split
+    (random rather than the last rows, because some datasets store their rows sorted by class);
+    the other rows stay the training split. Everything that chooses (meta-training's continuous
+    evaluation, the best theta, snapshot selection, shipping a rule) reads this; the test split
+    is read only to report, by `metarule eval` and the experiments.
+    """
+    n = ds.x_train.shape[0]
+    n_val = min(VALIDATION_MAX, n // 6)
+    if n_val < 1:
+        raise DataError(f"{ds.name}: {n} training examples are too few to carve a validation "
+                        f"split; give it at least 6")
+    order = np.random.default_rng(VALIDATION_SEED).permutation(n)
+    val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
+    return Dataset(name=ds.name, x_train=ds.x_train[train], y_train=ds.y_train[train],
+                   x_test=ds.x_train[val], y_test=ds.y_train[val], image_shape=ds.image_shape,
+                   class_names=ds.class_names, card={**ds.card, "held_out_split": "validation"})
+
+
 def check_split(name: str, split: str, x: np.ndarray, y: np.ndarray, num_classes: int) -> None:
     """Raise a one-line DataError unless x, y form a usable (N, D) float32 / (N,) int64 split."""
     where = f"{name} ({split})"
