@@ -33,12 +33,12 @@ import metarule
 assert pathlib.Path(metarule.__file__).resolve().parent == pathlib.Path("metarule").resolve()
 project = tomllib.loads(pathlib.Path("pyproject.toml").read_text())["project"]
 extras = project["optional-dependencies"]
-for req in project["dependencies"] + extras["test"] + extras["ray"]:
+for req in project["dependencies"] + extras["test"] + extras["ray"] + extras["es"]:
     md.version(re.match(r"[A-Za-z0-9._-]+", req).group())
 PY
 then
-  echo "setup: pip install -e .[test,ray] (jax CPU build from PyPI)"
-  "$PYTHON" -m pip install -q -e ".[test,ray]"
+  echo "setup: pip install -e .[test,ray,es] (jax CPU build from PyPI)"
+  "$PYTHON" -m pip install -q -e ".[test,ray,es]"
 fi
 
 PYTHON="$PYTHON" bash scripts/setup_data.sh
