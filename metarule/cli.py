@@ -445,8 +445,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         status, message = known
         if message:
-            print(json.dumps({"error": message.removeprefix("metarule: error: ")}) if as_json
-                  else message, file=sys.stderr)
+            bare = message.removeprefix("metarule: ").removeprefix("error: ")
+            print(json.dumps({"error": bare}) if as_json else message, file=sys.stderr)
         return status
     finally:
         if sigterm is not None:

@@ -53,9 +53,9 @@ def atomic_dir(out: str | Path, replace: bool = False) -> Iterator[Path]:
     Raises:
       OutputError: `out` exists and `replace` is False, or it cannot be written.
     """
-    out = Path(out)
-    if not str(out).strip():
+    if not str(out).strip():  # Path("") would be the current folder
         raise OutputError("the output folder is empty; give a path such as runs/model")
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out} is a file; give a folder path for the output")
     if out.exists() and any(out.iterdir()) and not replace:
