@@ -419,9 +419,10 @@ def failure(e: BaseException) -> tuple[int, str] | None:
         return (e.code or 0, "") if e.code is None or isinstance(e.code, int) else \
             (EXIT_STOPPED, f"metarule: {e.code}")
     if isinstance(e, Terminated):
-        return EXIT_STOPPED, "metarule: stopped by SIGTERM before finishing; its output was not written"
+        return EXIT_STOPPED, "metarule: stopped by SIGTERM before finishing; rerun the command"
     if isinstance(e, KeyboardInterrupt):
-        return EXIT_INTERRUPTED, "metarule: interrupted by Ctrl-C; its output was not written (meta-train: continue with --resume)"
+        return EXIT_INTERRUPTED, ("metarule: interrupted by Ctrl-C; rerun the command (meta-train: "
+                                  "add --resume to continue from its checkpoint)")
     return None
 
 

@@ -53,9 +53,9 @@ TRAIN = ["train", "--rule", "init:oja", "--preset", "tiny", "--steps", "2", "--w
 # (argv with {d} for the folder of make_inputs, exit status, what the one line must say)
 CASES = {
     "empty npz as data": (TRAIN + ["--data", "{d}/empty.npz", "--out", "{d}/o"], 2,
-                          "not a complete .npz (an empty file)"),
+                          "unreadable .npz (an empty file)"),
     "truncated npz as data": (TRAIN + ["--data", "{d}/truncated.npz", "--out", "{d}/o"], 2,
-                              "not a complete .npz"),
+                              "truncated.npz: unreadable .npz ("),
     "empty npz as rule": (["train", "--data", "{d}/good.npz", "--rule", "{d}/empty.npz",
                            "--steps", "2", "--out", "{d}/o"], 2,
                           "cannot read rule file {d}/empty.npz (an empty file)"),

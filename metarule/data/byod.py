@@ -49,14 +49,15 @@ def _read_npz(path: Path):
     except DataError:
         raise
     except ValueError as e:
-        if "allow_pickle" in str(e):  # object arrays would need unpickling, which runs code
+        if "Object arrays" in str(e):  # they would need unpickling, which can run code
             raise DataError(f"{path}: x or y holds Python objects (dtype object); save numeric "
                             f"x and numeric or string y, e.g. np.savez(file, "
                             f"x=np.asarray(x, np.float32), y=np.asarray(y, str))") from None
-        raise DataError(f"{path}: unreadable .npz ({e}); {redo}") from None
+        raise DataError(f"{path}: unreadable .npz (not a zip archive of arrays); {redo}") \
+            from None
     except (OSError, EOFError, zipfile.BadZipFile) as e:
         what = "an empty file" if path.stat().st_size == 0 else f"{type(e).__name__}: {e}"
-        raise DataError(f"{path}: not a complete .npz ({what}); {redo}") from None
+        raise DataError(f"{path}: unreadable .npz ({what}); {redo}") from None
     if x.ndim not in (2, 3, 4):
         raise DataError(f"{path}: x must be (N, D), (N, H, W) or (N, H, W, C), got shape "
                         f"{x.shape}")
