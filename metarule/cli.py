@@ -240,6 +240,11 @@ def verb(sub, name: str, help: str, example: str, inputs: str = "") -> Parser:
     return p
 
 
+def add_label_column(p: Parser) -> None:
+    p.add_argument("--label-column", default="label", metavar="NAME",
+                   help="label column of a CSV (default: label)")
+
+
 def add_data(sub) -> None:
     d = sub.add_parser("data", help="list or show the datasets")
     dsub = d.add_subparsers(dest="data_verb", required=True, parser_class=Parser)
@@ -249,7 +254,7 @@ def add_data(sub) -> None:
     show.add_argument("name", help="a registered dataset or a path (see below)")
     show.add_argument("--out", required=True, help="PNG file to write (.png is added if "
                                                   "missing; a folder gets NAME.png)")
-    show.add_argument("--label-column", default="label", metavar="NAME", help="label column of a CSV (default: label)")
+    add_label_column(show)
     d.set_defaults(func=cmd_data)
 
 
@@ -259,7 +264,7 @@ def add_train(sub) -> None:
              "metarule train --data mnist14 --rule cpu-oja-v0 --steps 500 --out runs/model",
              DATA_FORMATS + "Only the train split's inputs are used; labels are never read.\n")
     t.add_argument("--data", required=True, help="dataset name or path (see below)")
-    t.add_argument("--label-column", default="label", metavar="NAME", help="label column of a CSV (default: label)")
+    add_label_column(t)
     t.add_argument("--rule", required=True,
                    help="shipped rule name, .npz path, 'untrained' or 'init:NAME'")
     t.add_argument("--steps", type=count_arg, required=True, help="inner steps")
@@ -282,7 +287,7 @@ def add_eval(sub) -> None:
                             "test split.\n")
     e.add_argument("--model", required=True, help="model folder, or 'random' (untrained)")
     e.add_argument("--data", required=True, help="dataset name or path (see below)")
-    e.add_argument("--label-column", default="label", metavar="NAME", help="label column of a CSV (default: label)")
+    add_label_column(e)
     e.add_argument("--shots", type=positive_int, default=10, help="labeled examples per class")
     e.add_argument("--seeds", type=positive_int, default=10)
     e.add_argument("--readout", default="logistic", choices=("logistic", "ridge"))
@@ -421,8 +426,8 @@ def failure(e: BaseException) -> tuple[int, str] | None:
     if isinstance(e, Terminated):
         return EXIT_STOPPED, "metarule: stopped by SIGTERM before finishing; rerun the command"
     if isinstance(e, KeyboardInterrupt):
-        return EXIT_INTERRUPTED, ("metarule: interrupted by Ctrl-C; rerun the command (meta-train: "
-                                  "add --resume to continue from its checkpoint)")
+        return EXIT_INTERRUPTED, ("metarule: interrupted by Ctrl-C; rerun the command "
+                                  "(meta-train: add --resume to continue from its checkpoint)")
     return None
 
 
