@@ -11,6 +11,7 @@ import io
 import json
 import os
 import tempfile
+import zipfile
 from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
@@ -103,25 +104,32 @@ def save_rule(path: str | os.PathLike, theta: rule.Theta, cfg: RuleConfig, card:
 
 
 def read_rule_file(path: str | os.PathLike) -> Rule:
+    redo = "pass a .npz written by metarule (meta-train's theta.npz or a shipped rule)"
     try:
         with np.load(path) as z:
             meta = json.loads(bytes(z["meta"]).decode())
             flat = z["theta"]
-    except (OSError, ValueError, KeyError) as e:
-        raise RuleError(f"cannot read rule file {path}: {e}; pass a .npz written by "
-                        f"metarule (meta-train checkpoints or shipped rules)") from None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        what = "an empty file" if isinstance(e, EOFError) else str(e) or type(e).__name__
+        raise RuleError(f"cannot read rule file {path} ({what}); {redo}") from None
+    if not (isinstance(meta, dict) and isinstance(meta.get("cfg"), dict)
+            and isinstance(meta.get("card", {}), dict)):
+        raise RuleError(f"rule file {path} has no rule config in its metadata; {redo}")
     if meta.get("planes") != list(rule.PLANES):
         raise RuleError(f"rule file {path} was written for other weight-update planes; "
                         f"re-export it with this version of metarule")
-    cfg = RuleConfig(**meta["cfg"])
+    try:
+        cfg = RuleConfig(**meta["cfg"])
+    except (TypeError, ValueError) as e:
+        raise RuleError(f"rule file {path} has an invalid rule config ({e}); {redo}") from None
     template, unravel = ravel_pytree(rule.init_theta(jax.random.PRNGKey(0), cfg))
     if flat.size != template.size:
         raise RuleError(f"rule file {path} has {flat.size} parameters, its config expects more "
                         f"or fewer; the file is corrupt")
     if not np.all(np.isfinite(flat)):
         raise RuleError(f"rule file {path} holds NaN or inf parameters; use an earlier checkpoint")
-    return Rule(unravel(jnp.asarray(flat)), cfg, meta["card"].get("name", Path(path).stem),
-                meta["card"])
+    card = meta.get("card", {})
+    return Rule(unravel(jnp.asarray(flat)), cfg, card.get("name", Path(path).stem), card)
 
 
 def shipped_rules() -> list[str]:

@@ -1,19 +1,34 @@
-"""The `metarule` command line. Each verb parses its arguments and calls one library function.
+"""The `metarule` command line (also `python -m metarule`). Each verb parses its arguments and
+calls one library function; `--json` prints its result as one JSON object on stdout.
 
-Bad input (unknown dataset, bad widths, missing model folder, ...) prints one line on stderr and
-exits with status 2; no traceback.
+Every failure is one line on stderr, no traceback (under `--json`, the object {"error": "..."}).
+Exit status: 0 done; 1 a run that cannot go on (the rule diverged) or a command stopped by
+SIGTERM (meta-train after its final checkpoint); 2 bad input (unknown dataset, bad widths,
+unreadable file, existing --out, ...); 130 interrupted by Ctrl-C.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from metarule.config import ConfigError
 
-EXIT_USAGE = 2
+EXIT_USAGE, EXIT_STOPPED, EXIT_INTERRUPTED = 2, 1, 130
+
+DATA_FORMATS = """\
+--data is a registered dataset (`metarule data list`) or a path:
+  FILE.npz   arrays x: (N, D), (N, H, W) or (N, H, W, C), uint8 pixels or floats,
+             and y: (N,) integer or string labels
+  FILE.csv   a header row, numeric feature columns and a label column
+             (named `label`, or give --label-column NAME)
+  FOLDER/    one sub-folder of same-sized images per class
+A file is split 80/20 into train/test per class with seed 0 (docs/data/README.md).
+"""
 
 
 class UsageError(Exception):
@@ -71,6 +86,16 @@ def dataset_mix(text: str) -> tuple[tuple[str, ...], tuple[float, ...]]:
     return tuple(names), tuple(weights)
 
 
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -94,50 +119,62 @@ def count_arg(text: str) -> int:
 
 # ----------------------------------------------------------------------------- verbs
 
+def emit(args, result, text: str) -> int:
+    """Print a command's result: JSON under --json, else `text`."""
+    print(json.dumps(result) if args.json else text)
+    return 0
+
+
 def cmd_data(args) -> int:
     from metarule import data
-    return data.cli_list() if args.data_verb == "list" else data.cli_show(args.name, args.out)
+    if args.data_verb == "list":
+        rows = [data.describe(name) for name in data.list_datasets()]
+        return emit(args, rows, data.list_text(rows))
+    shown = data.show(args.name, args.out, args.label_column)
+    return emit(args, shown, data.show_text(shown))
 
 
 def cmd_train(args) -> int:
     from metarule import train
     record = train.train_to_dir(args.data, args.rule, args.steps, args.out, widths=args.widths,
                                 activation=args.activation, permute=args.permute,
-                                seed=args.seed, preset=args.preset)
-    print(f"trained {record['dataset']} for {record['steps']} steps with rule "
-          f"{record['rule']['name']} -> {args.out}")
-    return 0
+                                seed=args.seed, preset=args.preset, progress=not args.json,
+                                force=args.force, label_column=args.label_column)
+    return emit(args, {**record, "out": str(args.out)},
+                f"trained {record['dataset']} for {record['steps']} steps with rule "
+                f"{record['rule']['name']} -> {args.out}")
 
 
 def cmd_eval(args) -> int:
     from metarule import train
-    result = train.evaluate_model(args.model, args.data, args.shots, args.seeds, args.readout)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        se = "n/a" if result["stderr"] is None else f"{100 * result['stderr']:.1f}"
-        print(f"{result['dataset']}: {args.shots}-shot {args.readout} accuracy "
-              f"{100 * result['mean']:.1f}% ± {se} (s.e., {args.seeds} seeds)")
-    return 0
+    result = train.evaluate_model(args.model, args.data, args.shots, args.seeds, args.readout,
+                                  args.label_column)
+    se = "n/a" if result["stderr"] is None else f"{100 * result['stderr']:.1f}"
+    return emit(args, result, f"{result['dataset']}: {args.shots}-shot {args.readout} accuracy "
+                              f"{100 * result['mean']:.1f}% ± {se} (s.e., {args.seeds} seeds)")
 
 
 def cmd_experiment(args) -> int:
     from metarule import experiments
     size = "full" if args.full else "tiny" if args.tiny else "default"
-    result = experiments.run_experiment(args.name, size, args.rule, args.out, args.run_dir)
-    print(f"wrote {Path(args.out) / args.name}.json and .png ({result['command']})")
-    return 0
+    result = experiments.run_experiment(args.name, size, args.rule, args.out, args.run_dir,
+                                        progress=not args.json)
+    return emit(args, result, f"wrote {Path(args.out) / args.name}.json and .png "
+                              f"({result['command']})")
 
 
 def cmd_report(args) -> int:
     from metarule import report
-    print(f"wrote {report.write_report(args.results)}")
-    return 0
+    path = report.write_report(args.results)
+    return emit(args, {"report": str(path)}, f"wrote {path}")
 
 
 def cmd_demo(args) -> int:
     from metarule import demo
-    return demo.run(args) or 0
+    result = demo.run(args)  # prints its table and the files it wrote, unless --json
+    if args.json:
+        print(json.dumps(result))
+    return 0
 
 
 def scaled_lr(preset: str, lr: float | None) -> tuple[float, ...] | None:
@@ -180,37 +217,54 @@ def cmd_meta_train(args) -> int:
     cfg, settings = meta_train_config(args)
     if getattr(args, "backend", "local") == "ray":
         from metarule import distributed
-        distributed.run(cfg, args.out, hours=args.hours, steps=args.steps, resume=args.resume,
-                        workers=args.workers, address=args.address, settings=settings)
+        state = distributed.run(cfg, args.out, hours=args.hours, steps=args.steps,
+                                resume=args.resume, workers=args.workers, address=args.address,
+                                settings=settings, progress=not args.json)
     else:
         from metarule import outer
-        outer.run(cfg, args.out, hours=args.hours, steps=args.steps, resume=args.resume,
-                  settings=settings)
-    print(f"run written to {args.out}: theta.npz, checkpoint.pkl, metrics.jsonl, "
-          f"meta_training.png")
-    return 0
+        state = outer.run(cfg, args.out, hours=args.hours, steps=args.steps,
+                          resume=args.resume, settings=settings, progress=not args.json)
+    files = ["theta.npz", "checkpoint.pkl", "metrics.jsonl", "meta_training.png"]
+    return emit(args, {"out": str(args.out), "step": int(state.step), "files": files},
+                f"run written to {args.out}: {', '.join(files)}")
 
 
 # ----------------------------------------------------------------------------- parser
 
-def build_parser() -> Parser:
-    from metarule.config import ACTIVATIONS
-    from metarule.experiments import EXPERIMENTS
+def verb(sub, name: str, help: str, example: str, inputs: str = "") -> Parser:
+    """A sub-parser with --json, whose --help ends with its inputs and an example."""
+    p = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=f"{inputs}\nexample:\n  {example}")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    return p
 
-    p = Parser(prog="metarule", description="Meta-learned unsupervised learning rules "
-                                            "(Metz et al., ICLR 2019).")
-    sub = p.add_subparsers(dest="verb", required=True, parser_class=Parser)
 
+def add_label_column(p: Parser) -> None:
+    p.add_argument("--label-column", default="label", metavar="NAME",
+                   help="label column of a CSV (default: label)")
+
+
+def add_data(sub) -> None:
     d = sub.add_parser("data", help="list or show the datasets")
     dsub = d.add_subparsers(dest="data_verb", required=True, parser_class=Parser)
-    dsub.add_parser("list", help="every dataset with counts, shape and source")
-    show = dsub.add_parser("show", help="save a grid of examples and print the card")
-    show.add_argument("name")
-    show.add_argument("--out", required=True, help="PNG file to write")
+    verb(dsub, "list", "every dataset with counts, shape and source", "metarule data list")
+    show = verb(dsub, "show", "save a grid of examples and print the dataset's card",
+                "metarule data show glyphs14 --out glyphs14.png", DATA_FORMATS)
+    show.add_argument("name", help="a registered dataset or a path (see below)")
+    show.add_argument("--out", required=True, help="PNG file to write (.png is added if "
+                                                  "missing; a folder gets NAME.png)")
+    add_label_column(show)
     d.set_defaults(func=cmd_data)
 
-    t = sub.add_parser("train", help="train a base model with a rule on unlabeled data")
-    t.add_argument("--data", required=True, help="dataset name or path")
+
+def add_train(sub) -> None:
+    from metarule.config import ACTIVATIONS
+    t = verb(sub, "train", "train a base model with a rule on unlabeled data",
+             "metarule train --data mnist14 --rule cpu-oja-v0 --steps 500 --out runs/model",
+             DATA_FORMATS + "Only the train split's inputs are used; labels are never read.\n")
+    t.add_argument("--data", required=True, help="dataset name or path (see below)")
+    add_label_column(t)
     t.add_argument("--rule", required=True,
                    help="shipped rule name, .npz path, 'untrained' or 'init:NAME'")
     t.add_argument("--steps", type=count_arg, required=True, help="inner steps")
@@ -220,19 +274,31 @@ def build_parser() -> Parser:
     t.add_argument("--permute", action="store_true", help="fixed random input permutation")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--preset", default="cpu", help="rule config for 'untrained' / 'init:NAME'")
-    t.add_argument("--out", required=True, help="model folder to write")
+    t.add_argument("--out", required=True, help="model folder to write (written whole, or not "
+                                                "at all)")
+    t.add_argument("--force", action="store_true", help="replace an existing --out")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("eval", help="few-shot accuracy of a trained model's embedding")
+
+def add_eval(sub) -> None:
+    e = verb(sub, "eval", "few-shot accuracy of a trained model's embedding",
+             "metarule eval --model runs/model --data fashion_mnist14 --shots 10 --json",
+             DATA_FORMATS + "Labeled examples are drawn from the train split, scored on the "
+                            "test split.\n")
     e.add_argument("--model", required=True, help="model folder, or 'random' (untrained)")
-    e.add_argument("--data", required=True, help="dataset name or path")
+    e.add_argument("--data", required=True, help="dataset name or path (see below)")
+    add_label_column(e)
     e.add_argument("--shots", type=positive_int, default=10, help="labeled examples per class")
     e.add_argument("--seeds", type=positive_int, default=10)
     e.add_argument("--readout", default="logistic", choices=("logistic", "ridge"))
-    e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_eval)
 
-    x = sub.add_parser("experiment", help="run one of the paper's experiments")
+
+def add_experiment(sub) -> None:
+    from metarule.experiments import EXPERIMENTS
+    x = verb(sub, "experiment", "run one of the paper's experiments",
+             "metarule experiment datasets --tiny --out results",
+             "Writes OUT/NAME.json and OUT/NAME.png; `metarule report` collects them.\n")
     x.add_argument("name", choices=list(EXPERIMENTS))
     x.add_argument("run_dir", nargs="?", help="meta-training run folder (meta-curves only)")
     size = x.add_mutually_exclusive_group()
@@ -243,20 +309,36 @@ def build_parser() -> Parser:
     x.add_argument("--out", default="results", help="results folder")
     x.set_defaults(func=cmd_experiment)
 
-    r = sub.add_parser("report", help="write results/README.md from the results")
+
+def add_report(sub) -> None:
+    r = verb(sub, "report", "write results/README.md from the results",
+             "metarule report --results results",
+             "Reads the NAME.json files that `metarule experiment` wrote.\n")
     r.add_argument("--results", default="results", help="results folder")
     r.set_defaults(func=cmd_report)
 
-    m = sub.add_parser("demo", help="the main job: train a base model with a rule and score it")
+
+def add_demo(sub) -> None:
+    m = verb(sub, "demo", "the main job: train a base model with a rule and score it",
+             "metarule demo --steps 500 --out demo_out",
+             "Uses MNIST 14x14 (installed offline, docs/data/README.md); writes "
+             "first_layer_filters.png,\nembedding.png and demo.json into a fresh --out, "
+             "replacing the folder whole.\n")
     m.add_argument("--rule", default=None, help="rule spec (default: the first shipped rule, "
                                                 "else 'untrained')")
     m.add_argument("--steps", type=count_arg, default=None, help="inner steps")
     m.add_argument("--out", default=None, help="output folder")
     m.set_defaults(func=cmd_demo)
 
-    mt = sub.add_parser("meta-train", help="meta-train a rule")
+
+def add_meta_train(sub) -> None:
+    mt = verb(sub, "meta-train", "meta-train a rule",
+              "metarule meta-train --preset cpu --hours 1 --out runs/meta-train",
+              "Meta-trains on glyphs14, patches16 and stamps16 (docs/data/README.md); held-out "
+              "evaluation\nuses mnist14, fashion_mnist14 and polarity. SIGTERM or Ctrl-C stop "
+              "after a final checkpoint;\n--resume continues the run.\n")
     mt.add_argument("--preset", default="cpu")
-    mt.add_argument("--hours", type=float, default=None, help="wall-clock budget")
+    mt.add_argument("--hours", type=positive_float, default=None, help="wall-clock budget")
     mt.add_argument("--steps", type=positive_int, default=None, help="outer steps")
     mt.add_argument("--out", default="runs/meta-train", help="run folder")
     mt.add_argument("--resume", action="store_true", help="continue from the run folder")
@@ -289,28 +371,93 @@ def build_parser() -> Parser:
     mt.add_argument("--snapshot-every", type=int, default=None,
                     help="keep theta every N outer steps under RUN/snapshots/")
     mt.set_defaults(func=cmd_meta_train)
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="metarule", description="Meta-learned unsupervised learning rules "
+                                            "(Metz et al., ICLR 2019).",
+               formatter_class=argparse.RawDescriptionHelpFormatter,
+               epilog="exit status: 0 done, 1 diverged or stopped by SIGTERM, 2 bad input, "
+                      "130 Ctrl-C\nexample:\n  metarule demo")
+    sub = p.add_subparsers(dest="verb", required=True, parser_class=Parser)
+    for add in (add_data, add_train, add_eval, add_experiment, add_report, add_demo,
+                add_meta_train):
+        add(sub)
     return p
+
+
+# ----------------------------------------------------------------------------- errors and signals
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread (a BaseException, like KeyboardInterrupt, so that no
+    `except Exception` swallows it)."""
+
+
+class SigtermAsException:
+    """While installed, SIGTERM raises Terminated. meta-train installs its own handler over this
+    one for its run (outer.SigtermStop: a final checkpoint, then SystemExit with a message)."""
+
+    def __init__(self):
+        self.received = False
+        self.previous = signal.signal(signal.SIGTERM, self._handler)
+
+    def _handler(self, signum, frame):
+        self.received = True  # the exception is lost if it lands in a gc callback
+        raise Terminated()
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGTERM, self.previous)
+
+
+def failure(e: BaseException) -> tuple[int, str] | None:
+    """(exit status, one-line message) for an expected failure; None for a bug."""
+    from metarule import catalog, data, train
+    from metarule.experiments import ExperimentError
+    if isinstance(e, UsageError):
+        return EXIT_USAGE, str(e)
+    if isinstance(e, (data.DataError, ConfigError, catalog.RuleError, train.ModelError,
+                      train.OutputError, ExperimentError, OSError)):
+        return EXIT_USAGE, f"metarule: error: {e}"
+    if isinstance(e, train.TrainError):
+        return EXIT_STOPPED, f"metarule: error: {e}"
+    if isinstance(e, SystemExit):  # --help and --version: an int; a stopped run: its message
+        return (e.code or 0, "") if e.code is None or isinstance(e.code, int) else \
+            (EXIT_STOPPED, f"metarule: {e.code}")
+    if isinstance(e, Terminated):
+        return EXIT_STOPPED, "metarule: stopped by SIGTERM before finishing; rerun the command"
+    if isinstance(e, KeyboardInterrupt):
+        return EXIT_INTERRUPTED, ("metarule: interrupted by Ctrl-C; rerun the command "
+                                  "(meta-train: add --resume to continue from its checkpoint)")
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the `metarule` command line; returns the exit status."""
-    from metarule import catalog, data, train
-    from metarule.experiments import ExperimentError
-
-    from metarule.runtime import enable_compilation_cache
-    enable_compilation_cache()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    as_json = "--json" in argv
+    on_main = threading.current_thread() is threading.main_thread()
+    sigterm = SigtermAsException() if on_main else None  # signals reach the main thread only
     try:
+        from metarule.runtime import enable_compilation_cache
+        enable_compilation_cache()
         args = build_parser().parse_args(argv)
-        return args.func(args)
-    except UsageError as e:
-        print(e, file=sys.stderr)
-        return EXIT_USAGE
-    except SystemExit as e:  # --help
-        return e.code if isinstance(e.code, int) else 0
-    except (data.DataError, ConfigError, catalog.RuleError, train.ModelError,
-            ExperimentError, OSError) as e:
-        print(f"metarule: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except train.TrainError as e:
-        print(f"metarule: error: {e}", file=sys.stderr)
-        return 1
+        status = args.func(args)
+        if sigterm is not None and sigterm.received:
+            raise Terminated()
+        return status
+    except BaseException as e:  # noqa: BLE001 -- sorted by `failure`; a bug re-raises
+        known = failure(e)
+        if known is None:
+            raise
+        status, message = known
+        if message:
+            bare = message.removeprefix("metarule: ").removeprefix("error: ")
+            print(json.dumps({"error": bare}) if as_json else message, file=sys.stderr)
+        return status
+    finally:
+        if sigterm is not None:
+            sigterm.restore()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

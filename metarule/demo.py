@@ -64,35 +64,51 @@ def plot_embeddings(embeddings: dict[str, np.ndarray], labels: np.ndarray, path:
 
 
 def run(args, n_test: int | None = None, seeds: int = SEEDS,
-        widths: tuple[int, ...] = train.DEFAULT_WIDTHS, preset: str = "cpu") -> int:
-    """Run the demo for the parsed `metarule demo` arguments; returns the exit status.
+        widths: tuple[int, ...] = train.DEFAULT_WIDTHS, preset: str = "cpu") -> dict:
+    """Run the demo for the parsed `metarule demo` arguments; returns demo.json's content.
+
+    The output folder is checked first and written whole at the end (`train.atomic_dir`),
+    replacing an earlier demo's folder.
 
     Args:
       args: namespace with `rule` (spec or None: the first shipped rule, else "untrained"),
-        `steps` (None: DEFAULT_STEPS) and `out` (None: DEFAULT_OUT).
+        `steps` (None: DEFAULT_STEPS), `out` (None: DEFAULT_OUT) and `json` (True: print
+        nothing, no progress bars; the caller prints the result).
       n_test: score on a random subset of this many test images (None: the whole split).
       seeds: labeled draws per method.
       widths: hidden widths of the base model.
       preset: rule config for "untrained" / "init:NAME" specs.
     Raises:
       metarule.train.TrainError: the chosen rule drove the model to NaN/inf.
+      metarule.train.OutputError: the output folder cannot be written.
     """
+    out = Path(args.out or DEFAULT_OUT)
+    with train.atomic_dir(out, replace=True) as tmp:
+        result = _run(args, tmp, n_test, seeds, widths, preset)
+    if not getattr(args, "json", False):
+        print(f"\nWrote {out / 'first_layer_filters.png'}, {out / 'embedding.png'} and "
+              f"{out / 'demo.json'} in {result['elapsed_s']:.0f} s.")
+    return {**result, "out": str(out)}
+
+
+def _run(args, out: Path, n_test: int | None, seeds: int, widths: tuple[int, ...],
+         preset: str) -> dict:
     start = time.perf_counter()
+    quiet = getattr(args, "json", False)
+    say = (lambda *a: None) if quiet else print
     spec = args.rule or catalog.default_rule_spec()
     steps = DEFAULT_STEPS if args.steps is None else args.steps
-    out = Path(args.out or DEFAULT_OUT)
-    out.mkdir(parents=True, exist_ok=True)
     if spec == "untrained" and not catalog.shipped_rules():
-        print("No meta-trained rule ships with this version of metarule yet: the demo runs the "
+        say("No meta-trained rule ships with this version of metarule yet: the demo runs the "
               "untrained rule (the random θ that meta-training starts from), so expect no gain "
               "over the baselines.")
     rule = catalog.load_rule(spec, preset=preset)
     ds = common.subset(data.load(DATASET), None, n_test)
-    print(f"Applying rule {rule.name!r} to {DATASET} without labels: {steps} steps of "
+    say(f"Applying rule {rule.name!r} to {DATASET} without labels: {steps} steps of "
           f"{rule.cfg.inner_batch} unlabeled images, base model {'x'.join(map(str, widths))}"
           f" -> 32.")
     start_params = []
-    trained = train.train_base_model(rule, ds.x_train, steps, widths, progress=True,
+    trained = train.train_base_model(rule, ds.x_train, steps, widths, progress=not quiet,
                                      callback=lambda s, p: start_params.append(p) if s == 0
                                      else None)
     initial = start_params[0]  # the random initialisation every model here starts from (seed 0)
@@ -105,14 +121,14 @@ def run(args, n_test: int | None = None, seeds: int = SEEDS,
         try:
             embed_fns[name] = evaluate.model_embed_fn(train.train_base_model(
                 catalog.load_rule("untrained", preset=preset), ds.x_train, steps, widths,
-                progress=True))
+                progress=not quiet))
         except train.TrainError as e:
             embed_fns[name], errors[name] = None, str(e)
     embed_fns["random initialisation"] = evaluate.model_embed_fn(initial)
     embed_fns["PCA-32"] = baselines.pca(ds.x_train, 32).embed_fn
     table = []
     for name, fn in tqdm(embed_fns.items(), desc="10-shot evaluation", unit="method",
-                         leave=False):
+                         leave=False, disable=quiet):
         table.append({"method": name, **common.score(fn, ds, seeds)} if fn is not None else
                      {"method": name, "mean": None, "stderr": None, "accuracies": [],
                       "note": errors[name]})
@@ -132,10 +148,8 @@ def run(args, n_test: int | None = None, seeds: int = SEEDS,
               "readout": "logistic", "n_test": int(len(ds.y_test)), "table": table,
               "elapsed_s": round(elapsed, 1), "date": train.now()}
     (out / "demo.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n{common.SHOTS}-shot accuracy on {len(ds.y_test)} {DATASET} test images "
-          f"(logistic readout, {seeds} draws of labeled examples, mean ± s.e.):")
+    say(f"\n{common.SHOTS}-shot accuracy on {len(ds.y_test)} {DATASET} test images "
+        f"(logistic readout, {seeds} draws of labeled examples, mean ± s.e.):")
     for row in table:
-        print(_row_text(row))
-    print(f"\nWrote {out / 'first_layer_filters.png'}, {out / 'embedding.png'} and "
-          f"{out / 'demo.json'} in {elapsed:.0f} s.")
-    return 0
+        say(_row_text(row))
+    return result

@@ -305,13 +305,24 @@ def keep_best(run_dir: Path, state: TrainState, cfg: MetaTrainConfig, evals: lis
 
 def load_checkpoint(run_dir: Path) -> tuple[TrainState, MetaTrainConfig]:
     path = run_dir / "checkpoint.pkl"
+    fresh = "start a new run with a new --out"
     try:
         with open(path, "rb") as f:
             blob = pickle.load(f)
-    except (OSError, pickle.UnpicklingError, EOFError) as e:
-        raise ConfigError(f"cannot resume from {path}: {e}; start a new run with a new --out")
-    cfg_dict = {k: tuple(v) if isinstance(v, list) else v for k, v in blob["config"].items()}
-    cfg = MetaTrainConfig(**cfg_dict)
+    except OSError as e:
+        raise ConfigError(f"cannot resume from {path}: {e.strerror}; {fresh}") from None
+    except Exception as e:  # unpickling damaged bytes can raise almost any error
+        raise ConfigError(f"cannot resume from {path}: unreadable ({type(e).__name__}); "
+                          f"{fresh}") from None
+    if not (isinstance(blob, dict) and isinstance(blob.get("config"), dict)
+            and isinstance(blob.get("state"), TrainState)):
+        raise ConfigError(f"{path} is not a metarule checkpoint (no config and state); {fresh}")
+    try:
+        cfg = MetaTrainConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                 for k, v in blob["config"].items()})
+    except TypeError as e:
+        raise ConfigError(f"{path} holds a config this version cannot read ({e}); {fresh}") \
+            from None
     state = jax.tree_util.tree_map(jnp.asarray, blob["state"])
     state = state._replace(step=int(state.step), group_index=int(state.group_index),
                            group_start=int(state.group_start),

@@ -5,9 +5,13 @@ The rule sees unlabeled batches only: labels are never read here, except by `eva
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
+import os
+import shutil
+import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -32,6 +36,62 @@ class TrainError(RuntimeError):
 
 class ModelError(ValueError):
     """A model directory that is missing or unreadable."""
+
+
+class OutputError(ValueError):
+    """An output folder that cannot be written, or that exists and may not be replaced."""
+
+
+@contextlib.contextmanager
+def atomic_dir(out: str | Path, replace: bool = False) -> Iterator[Path]:
+    """A fresh temporary sibling of folder `out` to write into; renamed to `out` when the block
+    ends without error, removed otherwise, so nobody ever sees a half-written `out`.
+
+    `out` and its writability are checked on entry, before any work. Of two writers, the
+    second to finish is refused (replace=False) or replaces the first's folder whole.
+
+    Raises:
+      OutputError: `out` exists and `replace` is False, or it cannot be written.
+    """
+    if not str(out).strip():  # Path("") would be the current folder
+        raise OutputError("the output folder is empty; give a path such as runs/model")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out} is a file; give a folder path for the output")
+    if out.exists() and any(out.iterdir()) and not replace:
+        raise OutputError(f"{out} already exists; pass --force to replace it or choose "
+                          f"another --out")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp.mkdir()  # not mkdtemp: its mode 0700 would become the output's
+    except OSError as e:
+        raise OutputError(f"cannot write {out}: {e.strerror}; choose a writable folder") \
+            from None
+    try:
+        yield tmp
+        _move_into_place(tmp, out, replace)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _move_into_place(tmp: Path, out: Path, replace: bool) -> None:
+    try:
+        os.rename(tmp, out)  # atomic; fails when out is a non-empty folder
+        return
+    except OSError:
+        if not out.exists() or not replace:
+            raise OutputError(f"{out} appeared while this command ran (another process?); "
+                              f"its contents are kept; pass --force to replace it") from None
+    old = out.with_name(f".{out.name}.{os.getpid()}.old")
+    os.rename(out, old)
+    try:
+        os.rename(tmp, out)
+    except OSError:
+        raise OutputError(f"another process replaced {out} while this command ran; its "
+                          f"result is kept") from None
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def chunk_size(steps: int, chunk: int) -> int:
@@ -98,12 +158,18 @@ def train_base_model(rule: Rule, x_unlabeled: np.ndarray, steps: int,
     rng = np.random.default_rng(seed)
     batches = index_chunks(x_unlabeled.shape[0], rule.cfg.inner_batch, size, steps // size, rng)
     done = 0
-    with tqdm(total=steps, disable=not progress, unit="step", desc="inner training",
-              leave=False) as bar:
+    with tqdm(total=steps, disable=not progress, unit="step", leave=False,
+              desc="compiling the inner loop") as bar:
+        run_chunk = None
         for idx in batches:
             x = jnp.asarray(np.asarray(x_unlabeled[idx.ravel()], np.float32).reshape(
                 *idx.shape, -1))
-            params = inner.unroll(rule.theta, params, x, rule.cfg, activation)
+            if run_chunk is None:  # compile apart, so that rate and ETA count steps only
+                run_chunk = inner.unroll.lower(rule.theta, params, x, rule.cfg,
+                                               activation).compile()
+                bar.set_description("inner training", refresh=False)
+                bar.reset(total=steps)
+            params = run_chunk(rule.theta, params, x)
             done += size
             if not all_finite(params):
                 raise TrainError(f"base model parameters became NaN/inf by inner step {done} "
@@ -170,23 +236,26 @@ def load_model(directory: str | Path) -> tuple[base_model.Params, dict]:
 def train_to_dir(dataset: str, rule_spec: str, steps: int, out: str | Path,
                  widths: tuple[int, ...] = DEFAULT_WIDTHS, activation: str = "relu",
                  permute: bool = False, seed: int = 0, preset: str = "cpu",
-                 progress: bool = True) -> dict:
+                 progress: bool = True, force: bool = False,
+                 label_column: str = "label") -> dict:
     """`metarule train`: train a base model on a dataset's unlabeled train split, save it to
-    `out`, and return its record."""
-    ds = data.load(dataset)
-    rule = catalog.load_rule(rule_spec, preset=preset, seed=seed)
-    params = train_base_model(rule, ds.x_train, steps, widths=widths, activation=activation,
-                              permute=permute, seed=seed, progress=progress)
-    record = {"dataset": str(dataset), "input_dim": ds.input_dim,
-              "rule": rule_info(rule, rule_spec), "steps": steps, "widths": list(widths),
-              "activation": activation, "permute": permute, "seed": seed, "preset": preset,
-              "date": now()}
-    save_model(out, params, record)
+    the folder `out` (atomically, see `atomic_dir`; an existing model only with `force`) and
+    return its record."""
+    with atomic_dir(out, replace=force) as tmp:
+        ds = data.load(dataset, label_column)
+        rule = catalog.load_rule(rule_spec, preset=preset, seed=seed)
+        params = train_base_model(rule, ds.x_train, steps, widths=widths, activation=activation,
+                                  permute=permute, seed=seed, progress=progress)
+        record = {"dataset": str(dataset), "input_dim": ds.input_dim,
+                  "rule": rule_info(rule, rule_spec), "steps": steps, "widths": list(widths),
+                  "activation": activation, "permute": permute, "seed": seed,
+                  "preset": preset, "date": now()}
+        save_model(tmp, params, record)
     return record
 
 
 def evaluate_model(model: str | Path, dataset: str, shots: int = 10, seeds: int = 10,
-                   readout: str = "logistic") -> dict:
+                   readout: str = "logistic", label_column: str = "label") -> dict:
     """`metarule eval`: few-shot accuracy of a saved model's embedding on a dataset.
 
     `model="random"` scores an untrained base model of the default architecture, a fresh
@@ -195,7 +264,7 @@ def evaluate_model(model: str | Path, dataset: str, shots: int = 10, seeds: int 
     Returns:
       JSON-ready dict: dataset, model, shots, seeds, readout, mean, stderr, accuracies.
     """
-    ds = data.load(dataset)
+    ds = data.load(dataset, label_column)
     data.check_shots(ds, shots)
     if str(model) == "random":
         def fit(x, y, seed):

@@ -7,8 +7,9 @@ from metarule import demo
 
 def test_demo_writes_figures_and_four_row_table(tmp_path, capsys):
     args = argparse.Namespace(rule="init:oja", steps=2, out=str(tmp_path / "demo"))
-    assert demo.run(args, n_test=200, seeds=2, widths=(16, 16), preset="tiny") == 0
+    returned = demo.run(args, n_test=200, seeds=2, widths=(16, 16), preset="tiny")
     out = tmp_path / "demo"
+    assert returned["out"] == str(out)
     for png in ("first_layer_filters.png", "embedding.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     result = json.loads((out / "demo.json").read_text())
@@ -25,6 +26,6 @@ def test_demo_writes_figures_and_four_row_table(tmp_path, capsys):
 def test_demo_says_when_the_rule_is_untrained(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(demo.catalog, "shipped_rules", lambda: [])
     args = argparse.Namespace(rule=None, steps=2, out=str(tmp_path))
-    assert demo.run(args, n_test=200, seeds=2, widths=(16, 16), preset="tiny") == 0
+    demo.run(args, n_test=200, seeds=2, widths=(16, 16), preset="tiny")
     assert "No meta-trained rule ships" in capsys.readouterr().out
     assert len(json.loads((tmp_path / "demo.json").read_text())["table"]) == 3

@@ -16,8 +16,8 @@ import numpy as np
 from metarule.data import cache
 from metarule.data.core import DataError, Dataset, check_shots, validation_split
 
-__all__ = ["DataError", "Dataset", "check_shots", "cli_list", "cli_show", "list_datasets",
-           "load", "render_grid", "validation_split"]
+__all__ = ["DataError", "Dataset", "check_shots", "describe", "list_datasets", "list_text",
+           "load", "render_grid", "show", "show_text", "validation_split"]
 
 
 class _Entry(NamedTuple):
@@ -61,6 +61,9 @@ def load(name_or_path: str | Path, label_column: str = "label") -> Dataset:
     """
     registry = _registry()
     key = str(name_or_path)
+    if not key.strip():  # Path("") is the current folder, which nobody means
+        raise DataError("the dataset is empty; give a registered name (metarule data list) or "
+                        "a path to an .npz, .csv or image folder")
     if key in registry:
         entry = registry[key]
 
@@ -81,11 +84,16 @@ def render_grid(dataset: Dataset | str, out_png: str | Path, n: int = 10, seed: 
     """Save a picture of a dataset: n classes x n train examples for images, else a plot.
 
     Non-image data is drawn as a scatter plot (2-d) or as the feature matrix of 2n examples per
-    class (e.g. the bag-of-words of polarity).
+    class (e.g. the bag-of-words of polarity). An existing folder receives NAME.png, and a path
+    without the .png suffix gets it; the path written is returned.
     """
     ds = load(dataset) if isinstance(dataset, str) else dataset
     rng = np.random.default_rng(seed)
     out_png = Path(out_png)
+    if out_png.is_dir():
+        out_png = out_png / f"{ds.name}.png"
+    elif out_png.suffix.lower() != ".png":
+        out_png = out_png.with_name(out_png.name + ".png")
     out_png.parent.mkdir(parents=True, exist_ok=True)
     classes = np.sort(rng.choice(ds.num_classes, min(n, ds.num_classes), replace=False))
     y = np.asarray(ds.y_train)
@@ -133,30 +141,44 @@ def _plot_features(ds: Dataset, classes, n: int, rng, out_png: Path) -> None:
     plt.close(fig)
 
 
-def _describe(name: str) -> str:
+def describe(name: str) -> dict:
+    """A registered dataset's counts, shape and source, or why it is unavailable."""
     try:
         ds = load(name)
     except DataError as e:
-        return f"{name:18} unavailable: {e}"
-    shape = "x".join(map(str, ds.image_shape)) if ds.image_shape else f"{ds.input_dim}-d"
-    return (f"{name:18} {ds.x_train.shape[0]:>7} {ds.x_test.shape[0]:>7} {ds.num_classes:>7} "
-            f"{shape:>9}  {ds.card.get('source', '')[:60]}")
+        return {"name": name, "error": str(e)}
+    return {"name": name, "train": int(ds.x_train.shape[0]), "test": int(ds.x_test.shape[0]),
+            "classes": ds.num_classes, "input_dim": ds.input_dim,
+            "image_shape": list(ds.image_shape) if ds.image_shape else None,
+            "source": ds.card.get("source", "")}
 
 
-def cli_list() -> int:
-    """`metarule data list`: every registered dataset with counts, resolution and source."""
-    print(f"{'name':18} {'train':>7} {'test':>7} {'classes':>7} {'shape':>9}  source")
-    for name in list_datasets():
-        print(_describe(name))
-    return 0
+def list_text(rows: list[dict]) -> str:
+    """`metarule data list`'s table of `describe` rows."""
+    lines = [f"{'name':18} {'train':>7} {'test':>7} {'classes':>7} {'shape':>9}  source"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"{r['name']:18} unavailable: {r['error']}")
+            continue
+        shape = "x".join(map(str, r["image_shape"])) if r["image_shape"] else \
+            f"{r['input_dim']}-d"
+        lines.append(f"{r['name']:18} {r['train']:>7} {r['test']:>7} {r['classes']:>7} "
+                     f"{shape:>9}  {r['source'][:60]}")
+    return "\n".join(lines)
 
 
-def cli_show(name: str, out: str | Path) -> int:
-    """`metarule data show NAME --out FILE.png`: save a grid of examples and print the card."""
-    ds = load(name)
+def show(name: str, out: str | Path, label_column: str = "label") -> dict:
+    """`metarule data show NAME --out FILE.png`: save a grid of examples; the dataset's card
+    and the path of the picture."""
+    ds = load(name, label_column)
     path = render_grid(ds, out)
-    print(f"{ds.name}: {ds.num_classes} classes, {ds.x_train.shape[0]} train / "
-          f"{ds.x_test.shape[0]} test, input_dim {ds.input_dim} -> {path}")
-    for key in ("source", "license", "preprocessing"):
-        print(f"  {key}: {ds.card.get(key, '')}")
-    return 0
+    return {"name": ds.name, "classes": ds.num_classes, "train": int(ds.x_train.shape[0]),
+            "test": int(ds.x_test.shape[0]), "input_dim": ds.input_dim, "png": str(path),
+            "card": {k: ds.card.get(k, "") for k in ("source", "license", "preprocessing")}}
+
+
+def show_text(shown: dict) -> str:
+    """`metarule data show`'s summary of a `show` result."""
+    head = (f"{shown['name']}: {shown['classes']} classes, {shown['train']} train / "
+            f"{shown['test']} test, input_dim {shown['input_dim']} -> {shown['png']}")
+    return "\n".join([head] + [f"  {k}: {v}" for k, v in shown["card"].items()])

@@ -6,6 +6,7 @@ the same file always gives the same split. Every problem raises a one-line DataE
 from __future__ import annotations
 
 import csv
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ def load_path(path: str | Path, label_column: str = "label") -> Dataset:
 
 
 def _read_npz(path: Path):
+    redo = "re-save it with np.savez(file, x=..., y=...)"
     try:
         with np.load(path, allow_pickle=False) as f:
             missing = [k for k in ("x", "y") if k not in f.files]
@@ -44,11 +46,18 @@ def _read_npz(path: Path):
                 raise DataError(f"{path}: missing array(s) {missing}; save with "
                                 f"np.savez(file, x=images_or_features, y=labels)")
             x, y = f["x"], f["y"]
-    except (OSError, ValueError) as e:
-        if isinstance(e, DataError):
-            raise
-        raise DataError(f"{path}: unreadable .npz ({type(e).__name__}); re-save it with "
-                        f"np.savez(file, x=..., y=...)") from None
+    except DataError:
+        raise
+    except ValueError as e:
+        if "Object arrays" in str(e):  # they would need unpickling, which can run code
+            raise DataError(f"{path}: x or y holds Python objects (dtype object); save numeric "
+                            f"x and numeric or string y, e.g. np.savez(file, "
+                            f"x=np.asarray(x, np.float32), y=np.asarray(y, str))") from None
+        raise DataError(f"{path}: unreadable .npz (not a zip archive of arrays); {redo}") \
+            from None
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        what = "an empty file" if path.stat().st_size == 0 else f"{type(e).__name__}: {e}"
+        raise DataError(f"{path}: unreadable .npz ({what}); {redo}") from None
     if x.ndim not in (2, 3, 4):
         raise DataError(f"{path}: x must be (N, D), (N, H, W) or (N, H, W, C), got shape "
                         f"{x.shape}")
@@ -112,7 +121,8 @@ def _read_csv(path: Path, label_column: str):
     header = [h.strip() for h in rows[0]]
     if label_column not in header:
         raise DataError(f"{path}: no {label_column!r} column (columns: {', '.join(header)}); "
-                        f"add one or pass label_column=")
+                        f"add one or name the label column with --label-column NAME "
+                        f"(label_column= in Python)")
     li = header.index(label_column)
     body = [r for r in rows[1:] if r]
     for n, r in enumerate(body, start=2):
