@@ -96,7 +96,7 @@ def read(path: Path) -> dict | None:
 
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"  # README.md's generated block
-DEMO = "demo.json"  # `metarule demo --out DIR` writes DIR/demo.json; copied into the results folder
+DEMO = "demo.json"  # written by `metarule demo --out RESULTS`, with the demo's two figures
 HEADLINE_DATASETS = ("mnist14", "fashion_mnist14")
 DATASET_NAMES = {"mnist14": "MNIST 14×14", "fashion_mnist14": "Fashion-MNIST 14×14"}
 # Headline rows: key, label. "rule" is the meta-trained rule each protocol applied.
@@ -133,7 +133,7 @@ def headline_columns(results: Path) -> list[tuple[str, dict[str, str], str]]:
         cells = {demo_key(r["method"]): percent(r) for r in demo["table"] if r["mean"] is not None}
         widths = "×".join(map(str, demo["widths"]))
         columns.append((f"{DATASET_NAMES[demo['dataset']]}, demo", cells,
-                        f"**demo**: `metarule demo` ({demo['date'][:10]}): {demo['steps']} inner "
+                        f"**demo**: `metarule demo --out results` ({demo['date'][:10]}): {demo['steps']} inner "
                         f"steps of the rule on a {widths} → 32 base model, logistic readout on "
                         f"all {demo['n_test']} test images, {demo['seeds']} draws of the labeled "
                         f"examples; rule {describe_rule(demo['rule'])}."))
@@ -161,8 +161,8 @@ def headline(results: Path) -> list[str]:
              f"`{DEMO}` and `datasets.json`. Each column is one protocol; protocols differ in "
              "inner steps, seeds and test images, so compare numbers within a column.")
     if not columns:
-        return [intro, "", f"No headline results: run `metarule demo --out DIR`, copy "
-                           f"DIR/{DEMO} here, and run `metarule experiment datasets`.", ""]
+        return [intro, "", "No headline results: run `metarule demo --out RESULTS` and "
+                           "`metarule experiment datasets --out RESULTS`.", ""]
     lines = [intro, "", "| features | " + " | ".join(c[0] for c in columns) + " |",
              "|---|" + "---:|" * len(columns)]
     for key, label in ROWS:
