@@ -1,4 +1,8 @@
-"""`metarule report`: results/README.md from the experiments' JSON results."""
+"""`metarule report`: results/README.md, and the results block of README.md, from the JSON results.
+
+Every number in those tables comes from a `*.json` file in the results folder, so the two cannot
+disagree; each column names the protocol (command, inner steps, seeds, test images) behind it.
+"""
 from __future__ import annotations
 
 import json
@@ -31,7 +35,7 @@ def describe_rule(rule: dict | None) -> str:
         return f"`{rule['spec']}` (not meta-trained, θ sha256 {rule['sha256']})"
     card = rule["card"]
     origin = (f" from `init:{card['init']}` for {card['outer_steps']} outer steps, "
-              f"{card['seconds'] / 3600:.1f} h" if {"init", "outer_steps", "seconds"} <= set(card)
+              f"{card['seconds']} s = {card['seconds'] / 3600:.1f} h" if {"init", "outer_steps", "seconds"} <= set(card)
               else "")
     return f"`{rule['spec']}` (meta-trained{origin}; θ sha256 {rule['sha256']})"
 
@@ -91,14 +95,115 @@ def read(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def write_report(results: str | Path = "results") -> Path:
-    """Write results/README.md covering every experiment, run or not; returns its path."""
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"  # README.md's generated block
+DEMO = "demo.json"  # written by `metarule demo --out RESULTS`, with the demo's two figures
+HEADLINE_DATASETS = ("mnist14", "fashion_mnist14")
+DATASET_NAMES = {"mnist14": "MNIST 14×14", "fashion_mnist14": "Fashion-MNIST 14×14"}
+# Headline rows: key, label. "rule" is the meta-trained rule each protocol applied.
+ROWS = (("rule", None), ("untrained", "untrained rule (the paper's θ init)"),
+        ("random", "random initialisation, no training"), ("pca", "PCA to 32 dimensions"),
+        ("vae", "VAE"), ("supervised", "supervised on the 100 labeled examples"))
+
+
+def percent(row: dict) -> str:
+    return f"{100 * row['mean']:.1f} ± {100 * row['stderr']:.1f}"
+
+
+def demo_key(method: str) -> str | None:
+    """The headline row of one of `metarule demo`'s methods."""
+    for prefix, key in (("rule ", "rule"), ("untrained rule", "untrained"),
+                        ("random initialisation", "random"), ("PCA", "pca")):
+        if method.startswith(prefix):
+            return key
+    return None
+
+
+def datasets_key(method: str, rule_spec: str) -> str | None:
+    """The headline row of one of the `datasets` experiment's methods (classic starts: none)."""
+    keys = {rule_spec: "rule", "untrained": "untrained", "random init": "random", "PCA": "pca",
+            "VAE": "vae", "supervised": "supervised"}
+    return keys.get(method)
+
+
+def headline_columns(results: Path) -> list[tuple[str, dict[str, str], str]]:
+    """(column title, {row key: accuracy}, protocol line) for each protocol that has a result."""
+    columns = []
+    demo = read(results / DEMO)
+    if demo is not None and demo["dataset"] in DATASET_NAMES:
+        cells = {demo_key(r["method"]): percent(r) for r in demo["table"] if r["mean"] is not None}
+        widths = "×".join(map(str, demo["widths"]))
+        columns.append((f"{DATASET_NAMES[demo['dataset']]}, demo", cells,
+                        f"**demo**: `metarule demo --out results` ({demo['date'][:10]}): {demo['steps']} inner "
+                        f"steps of the rule on a {widths} → 32 base model, logistic readout on "
+                        f"all {demo['n_test']} test images, {demo['seeds']} draws of the labeled "
+                        f"examples; rule {describe_rule(demo['rule'])}."))
+    sets = read(results / "datasets.json")
+    if sets is not None:
+        s = sets["setting"]
+        for name in HEADLINE_DATASETS:
+            rows = sets["datasets"].get(name, [])
+            cells = {datasets_key(r["method"], sets["rule"]["spec"]): percent(r) for r in rows}
+            columns.append((f"{DATASET_NAMES[name]}, datasets", cells, ""))
+        columns[-1] = (*columns[-1][:2],
+                       f"**datasets**: `{sets['command']}` ({sets['date'][:10]}; the Fig. 4 "
+                       f"experiment): {s['eval_steps'][-1]} inner "
+                       f"steps of the rule, VAE {s['vae_steps']} steps, supervised "
+                       f"{s['supervised_steps']} steps, {s['seeds']} seeds, {s['n_test']} test "
+                       f"images; rule {describe_rule(sets['rule'])}.")
+    return columns
+
+
+def headline(results: Path) -> list[str]:
+    """The shipped rule against the baselines, one column per protocol, from the JSON results."""
+    columns = headline_columns(results)
+    intro = ("10-shot accuracy (%, mean ± standard error) of the base model's 32-d embedding "
+             "with a logistic readout, written by `metarule report` from the results folder's "
+             f"`{DEMO}` and `datasets.json`. Each column is one protocol; protocols differ in "
+             "inner steps, seeds and test images, so compare numbers within a column.")
+    if not columns:
+        return [intro, "", "No headline results: run `metarule demo --out RESULTS` and "
+                           "`metarule experiment datasets --out RESULTS`.", ""]
+    lines = [intro, "", "| features | " + " | ".join(c[0] for c in columns) + " |",
+             "|---|" + "---:|" * len(columns)]
+    for key, label in ROWS:
+        cells = [c[1].get(key, "—") for c in columns]
+        if any(cell != "—" for cell in cells):
+            lines.append(f"| {label or 'meta-trained rule (named under Protocols)'} | " + " | ".join(cells) + " |")
+    lines += ["", "Protocols:", ""] + [f"- {c[2]}" for c in columns if c[2]]
+    return lines + [""]
+
+
+def readme_block(results: Path) -> str:
+    """README.md's generated block, markers included."""
+    return "\n".join([BEGIN, *headline(results), END])
+
+
+def update_readme(readme: Path, results: Path) -> bool:
+    """Replace the block between README.md's markers; False (file untouched) if it has none."""
+    text = readme.read_text() if readme.is_file() else ""
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        return False
+    new = text[:start] + readme_block(results) + text[end + len(END):]
+    if new != text:
+        tmp = readme.with_suffix(".md.tmp")  # written whole, then renamed: never half a README
+        tmp.write_text(new)
+        tmp.replace(readme)
+    return True
+
+
+def write_report(results: str | Path = "results", readme: str | Path | None = None) -> Path:
+    """Write results/README.md covering every experiment, run or not, and refresh the results
+    block of `readme` (default: README.md next to the results folder) if it has one; returns
+    results/README.md's path."""
     results = Path(results)
     results.mkdir(parents=True, exist_ok=True)
-    lines = [HEADER]
+    lines = [HEADER, "## The shipped rule against the baselines (`headline`)", "",
+             *headline(results)]
     for name in experiments.EXPERIMENTS:
         lines += section(name, read(results / f"{name}.json"),
                          read(results / UNTRAINED / f"{name}.json"), results)
     out = results / "README.md"
     out.write_text("\n".join(lines))
+    update_readme(Path(readme) if readme is not None else results.parent / "README.md", results)
     return out

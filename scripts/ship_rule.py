@@ -2,7 +2,7 @@
 
     python scripts/ship_rule.py runs/cpu-oja cpu-oja-v0 --command "metarule meta-train ..."
 
-With RUN/selection.json (scripts/select_rule.py) present, the rule it chose is shipped and its
+With RUN/selection.json (research/select_rule.py) present, the rule it chose is shipped and its
 scores go on the card; otherwise theta_best.npz (continuous evaluation's choice), else theta.npz.
 """
 import argparse
@@ -26,7 +26,7 @@ def main():
         rule = catalog.read_rule_file(Path(selection["chosen"]))
         chosen_by = (f"lowest mean training-split meta-objective of the held-out datasets after "
                      f"{selection['protocol']['steps']} inner steps among the candidates of "
-                     f"scripts/select_rule.py (selection_scores)")
+                     f"research/select_rule.py (selection_scores)")
     elif best.exists():
         rule = catalog.read_rule_file(best)
         chosen_by = "lowest mean held-out meta-objective among the run's evaluations"

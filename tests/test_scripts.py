@@ -10,8 +10,8 @@ import pytest
 
 
 def _load_script(name):
-    """A script that imports its sibling scripts, as `python scripts/NAME.py` lets it."""
-    scripts = str(Path(__file__).parents[1] / "scripts")
+    """A script that imports its sibling scripts, as `python research/NAME.py` lets it."""
+    scripts = str(Path(__file__).parents[1] / "research")
     sys.path.insert(0, scripts)
     try:
         spec = importlib.util.spec_from_file_location(name, Path(scripts) / f"{name}.py")
