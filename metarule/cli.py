@@ -213,8 +213,34 @@ def meta_train_config(args):
     return cfg, settings
 
 
+ES_FLAGS = {"subspace": "subspace", "strategy": "strategy", "pairs": "pairs", "sigma": "sigma",
+            "es_lr": "lr", "horizon": "horizon", "truncation": "truncation", "draws": "draws"}
+
+
+def es_config(args, cfg):
+    """The ESConfig of `meta-train --estimator es|pes` around the run's MetaTrainConfig."""
+    from metarule import es
+    given = {field: getattr(args, flag) for flag, field in ES_FLAGS.items()
+             if getattr(args, flag, None) is not None}
+    if args.resume and given:
+        raise ConfigError("ES settings cannot change a resumed run; drop them or start a new "
+                          "run with another --out")
+    if args.lr is not None or args.budget is not None:
+        raise ConfigError("--lr and --budget set truncated backprop (--estimator tbptt); "
+                          "ES takes --es-lr and --horizon")
+    return es.ESConfig(meta=cfg, estimator=args.estimator, **given)
+
+
 def cmd_meta_train(args) -> int:
     cfg, settings = meta_train_config(args)
+    if getattr(args, "estimator", "tbptt") != "tbptt":
+        from metarule import es
+        state = es.run(es_config(args, cfg), args.out, hours=args.hours, steps=args.steps,
+                       resume=args.resume, progress=not args.json, backend=args.backend,
+                       workers=args.workers, address=args.address)
+        files = ["theta.npz", "checkpoint.pkl", "metrics.jsonl", "meta_training.png"]
+        return emit(args, {"out": str(args.out), "step": int(state.generation), "files": files},
+                    f"run written to {args.out}: {', '.join(files)}")
     if getattr(args, "backend", "local") == "ray":
         from metarule import distributed
         state = distributed.run(cfg, args.out, hours=args.hours, steps=args.steps,
@@ -370,7 +396,33 @@ def add_meta_train(sub) -> None:
                     help="inner steps of each held-out evaluation's base models (default 200)")
     mt.add_argument("--snapshot-every", type=int, default=None,
                     help="keep theta every N outer steps under RUN/snapshots/")
+    add_es_options(mt)
     mt.set_defaults(func=cmd_meta_train)
+
+
+def add_es_options(mt: Parser) -> None:
+    from metarule import subspace
+    es = mt.add_argument_group("evolution strategies (--estimator es|pes; docs/meta_training.md)")
+    es.add_argument("--estimator", default="tbptt", choices=("tbptt", "es", "pes"),
+                    help="truncated backprop (the paper's), ES or persistent ES over a subspace")
+    es.add_argument("--subspace", type=subspace.parse, default=None,
+                    help=f"coordinate groups that move, from {', '.join(subspace.GROUPS)} "
+                         "(default merge,gains,readout_scales)")
+    es.add_argument("--strategy", default=None, choices=("open_es", "snes", "cma_es",
+                                                         "sep_cma_es"),
+                    help="evosax search strategy for --estimator es (default open_es)")
+    es.add_argument("--pairs", type=positive_int, default=None,
+                    help="antithetic pairs per generation (population 2x; default 4)")
+    es.add_argument("--sigma", type=positive_float, default=None,
+                    help="perturbation in units of each group's scale (default 0.1)")
+    es.add_argument("--es-lr", type=positive_float, default=None,
+                    help="step size on the subspace coordinates (default 0.05)")
+    es.add_argument("--horizon", type=range_arg, default=None,
+                    help="inner steps scored, FIRST,LAST: grows over the run (default 150,500)")
+    es.add_argument("--truncation", type=positive_int, default=None,
+                    help="PES: inner steps per truncation (default 50)")
+    es.add_argument("--draws", type=positive_int, default=None,
+                    help="support/query draws averaged per score (default 5, App. H.2)")
 
 
 def build_parser() -> Parser:

@@ -99,3 +99,21 @@ def test_pes_members_persist_across_truncations(tmp_path):
     assert state.generation == 3 and state.member_params is not None  # mid-episode
     rows = [__import__("json").loads(line) for line in open(tmp_path / "pes" / "metrics.jsonl")]
     assert all(np.isfinite(r["meta_loss"]) for r in rows)
+
+
+def test_meta_train_flags_build_the_es_config():
+    from metarule import cli
+    args = cli.build_parser().parse_args(
+        ["meta-train", "--estimator", "pes", "--subspace", "merge,gains", "--pairs", "3",
+         "--sigma", "0.2", "--es-lr", "0.01", "--horizon", "100,300", "--truncation", "25",
+         "--draws", "2", "--out", "r"])
+    cfg, _ = cli.meta_train_config(args)
+    got = cli.es_config(args, cfg)
+    assert (got.estimator, got.subspace, got.pairs, got.sigma, got.lr, got.horizon,
+            got.truncation, got.draws) == ("pes", ("merge", "gains"), 3, 0.2, 0.01, (100, 300),
+                                           25, 2)
+    assert got.meta == cfg
+    bad = cli.build_parser().parse_args(["meta-train", "--estimator", "es", "--lr", "1e-3"])
+    with pytest.raises(ConfigError, match="--es-lr"):
+        cli.es_config(bad, cli.meta_train_config(bad)[0])
+    assert cli.main(["meta-train", "--estimator", "es", "--subspace", "bogus"]) == 2
