@@ -279,12 +279,10 @@ def load_checkpoint(run_dir: Path) -> tuple[ESState, ESConfig]:
 
 # ----------------------------------------------------------------------------- the run
 
-def _ray_evaluate(cfg: ESConfig, theta0: dict, workers: int, address: str | None):
-    """evaluate(zs, state) with the members spread over `workers` Ray actors."""
+def ray_evaluate(cfg: ESConfig, theta0: dict, workers: int):
+    """evaluate(zs, state) with the members spread over `workers` Ray actors (Ray running)."""
     import ray
 
-    from metarule import distributed
-    distributed.connect(address, workers)
     actor = ray.remote(num_cpus=1)(Evaluator)
     pool = [actor.remote(cfg, jax.tree_util.tree_map(np.asarray, theta0)) for _ in range(workers)]
 
@@ -329,8 +327,13 @@ def run(cfg: ESConfig, run_dir: str | Path, hours: float | None = None,
     if not resume:
         state = init_state(cfg, algo, params)
     _drop_lines_after(run_dir / "metrics.jsonl", state.generation)
-    evaluate = (local_evaluate(cfg, Evaluator(cfg, theta0)) if backend == "local"
-                else _ray_evaluate(cfg, theta0, workers or 2, address))
+    started_ray = False
+    if backend == "ray":
+        from metarule import distributed
+        started_ray = distributed.connect(address, workers)
+        evaluate = ray_evaluate(cfg, theta0, workers or 2)
+    else:
+        evaluate = local_evaluate(cfg, Evaluator(cfg, theta0))
     held_out = outer.held_out_datasets(cfg.meta)
     meta = cfg.meta
     deadline = time.monotonic() + hours * 3600 if hours else math.inf
@@ -367,6 +370,9 @@ def run(cfg: ESConfig, run_dir: str | Path, hours: float | None = None,
         log.close()
         save_checkpoint(run_dir, cfg, state, theta_of(cfg, theta0, algo, state))
         outer.plot_run(run_dir)
+        if started_ray:
+            import ray
+            ray.shutdown()
     stop.exit_if_requested(run_dir)
     return state
 

@@ -117,3 +117,22 @@ def test_meta_train_flags_build_the_es_config():
     with pytest.raises(ConfigError, match="--es-lr"):
         cli.es_config(bad, cli.meta_train_config(bad)[0])
     assert cli.main(["meta-train", "--estimator", "es", "--subspace", "bogus"]) == 2
+
+
+def test_the_ray_backend_scores_members_as_one_process_does(tmp_path):
+    ray = pytest.importorskip("ray")
+    from metarule import distributed
+    cfg = es.ESConfig(meta=outer.MetaTrainConfig(**TINY), **TINY_ES)
+    theta0 = _theta0()
+    local = es.Evaluator(cfg, theta0)
+    zs = np.random.default_rng(0).normal(0, 0.3, (4, local.space.dim)).astype(np.float32)
+    state = es.ESState(None, None, 1, None, 0.0)
+    started = distributed.connect(None, 2)
+    try:
+        remote, _ = es.ray_evaluate(cfg, theta0, 2)(zs, state)
+    finally:
+        if started:
+            ray.shutdown()
+    np.testing.assert_allclose(remote, local.es(zs, 1), rtol=1e-5)
+    es.run(cfg, tmp_path / "ray", steps=2, progress=False, backend="ray", workers=2)
+    assert not ray.is_initialized() and (tmp_path / "ray" / "theta.npz").is_file()
