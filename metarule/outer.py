@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from metarule import base_model, catalog, truncated
+from metarule import base_model, catalog, memory, truncated
 from metarule.config import BaseModelConfig, ConfigError, RuleConfig, preset as get_preset
 from metarule.runtime import all_finite, enable_compilation_cache
 from metarule.tasks import AUG_TARGETS, Task, TaskConfig, TaskSampler
@@ -179,6 +179,8 @@ def sample_group(sampler: TaskSampler, cfg: MetaTrainConfig, index: int) -> Grou
 def init_group_params(group: Group, cfg: MetaTrainConfig) -> base_model.Params:
     """Fresh base models, stacked on a leading task axis."""
     mcfg = BaseModelConfig(group.tasks[0].input_dim, hidden=group.tasks[0].hidden)
+    memory.check_fits(mcfg.widths, cfg.rule_cfg, f"meta-training {len(group.tasks)} tasks at once",
+                      copies=len(group.tasks))
     keys = jax.random.split(jax.random.PRNGKey(cfg.seed * 1_000_003 + group.index),
                             len(group.tasks))
     return jax.vmap(lambda k: base_model.init(k, mcfg))(keys)
@@ -497,7 +499,10 @@ def prepare_run_dir(cfg: MetaTrainConfig, run_dir: Path, resume: bool,
     """A resume takes the checkpoint's state and config (with new `settings`, RUN_SETTINGS)
     and drops the metrics rows of the steps it will redo; a new run needs a folder that holds
     no run, and starts metrics.jsonl afresh (rows of a run killed before its first checkpoint
-    would be logged again). Writes config.json."""
+    would be logged again). Either removes the temporary files of writes a kill interrupted.
+    Writes config.json."""
+    for leftover in run_dir.glob("*.tmp"):
+        leftover.unlink()
     state = None
     if resume:
         state, saved = load_checkpoint(run_dir)
