@@ -81,11 +81,12 @@ def test_run_outlives_a_worker_and_the_learner_and_resumes(local_ray, tmp_path):
             ray.kill(actor)
         elif row["step"] >= 2 and "learner" not in killed:
             killed.add("learner")
-            ray.kill(pool.learner, no_restart=False)  # no checkpoint yet: restarts at step 0
+            # Restarts from its first checkpoint, written after the first step.
+            ray.kill(pool.learner, no_restart=False)
             # The kill is asynchronous: wait for the restart, so that no later push can reach
             # the old learner and end the run before training goes on.
             deadline = time.monotonic() + 120
-            while ray.get(pool.learner.get_theta.remote()).version != 0:
+            while ray.get(pool.learner.get_theta.remote()).version != 1:
                 assert time.monotonic() < deadline, "the learner did not restart"
                 time.sleep(0.1)
 
