@@ -10,6 +10,7 @@ the check for an accelerator's own memory.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from pathlib import Path
@@ -38,7 +39,7 @@ def estimate_bytes(widths: tuple[int, ...], batch: int, cfg: RuleConfig, copies:
       copies: how many such applications run at once (the vmapped tasks of meta-training).
     """
     h, d, c = cfg.h_size, cfg.delta_dims, cfg.grad_channels
-    pairs = [n_in * n_out for n_in, n_out in zip(widths[:-1], widths[1:])]
+    pairs = [n_in * n_out for n_in, n_out in itertools.pairwise(widths)]
     # W and V before and after the step, Delta W for every layer, and the biases twice.
     params = 5 * sum(pairs) + 2 * sum(widths[1:])
     # The weight-update planes and the low-rank readouts of one layer: (N^{l-1}, N^l) each.

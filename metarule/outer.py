@@ -22,6 +22,7 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -289,7 +290,7 @@ def checkpoint_due(cfg: MetaTrainConfig, step: int, saved: Saved, now: float) ->
     return (every > 0 and step - saved.step >= every) or now - saved.time >= cfg.checkpoint_every_s
 
 
-def trim_metrics(run_dir: Path, keep) -> None:
+def trim_metrics(run_dir: Path, keep: Callable[[dict], bool]) -> None:
     """Rewrite metrics.jsonl atomically with the rows `keep(row)` accepts, so that a resumed
     run, which redoes the steps after its checkpoint, logs none of them twice. A line torn by a
     kill mid-write is dropped too."""
