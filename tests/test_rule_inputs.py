@@ -60,3 +60,13 @@ def test_train_base_model_refuses_nan_data_before_the_rule_runs(model, monkeypat
     with pytest.raises(ValueError, match="^x holds NaN or inf"):
         train.train_base_model(catalog.Rule(theta, CFG, "r", {}), x, 2, widths=(5,),
                                progress=False)
+
+
+def test_embedder_refuses_a_rule_whose_theta_is_not_finite(model):
+    from metarule.sklearn_api import Embedder
+
+    theta, _ = model
+    bad = catalog.Rule(dict(theta, error_b=np.full_like(theta["error_b"], np.inf)), CFG, "bad", {})
+    x = np.random.default_rng(0).normal(size=(40, 6))
+    with pytest.raises(ValueError, match="^theta holds NaN or inf"):
+        Embedder(rule=bad, widths=(5,), steps=2).fit(x)
