@@ -193,7 +193,9 @@ def meta_train_config(args):
     import jax
     from metarule import catalog, outer
     settings = {"eval_every_s": getattr(args, "eval_every_s", None),
-                "snapshot_every": getattr(args, "snapshot_every", None)}
+                "snapshot_every": getattr(args, "snapshot_every", None),
+                "checkpoint_every_s": getattr(args, "checkpoint_every_s", None),
+                "checkpoint_every_steps": getattr(args, "checkpoint_every_steps", None)}
     training = {"init": args.init, "tasks_per_step": args.tasks_per_step,
                 "lr_values": scaled_lr(args.preset or "cpu", getattr(args, "lr", None)),
                 "budget": getattr(args, "budget", None),
@@ -396,6 +398,12 @@ def add_meta_train(sub) -> None:
                     help="inner steps of each held-out evaluation's base models (default 200)")
     mt.add_argument("--snapshot-every", type=int, default=None,
                     help="keep theta every N outer steps under RUN/snapshots/")
+    mt.add_argument("--checkpoint-every-s", type=float, default=None,
+                    help="seconds between checkpoints (default 300); the first one always "
+                         "follows the first outer step")
+    mt.add_argument("--checkpoint-every-steps", type=count_arg, default=None,
+                    help="outer steps between checkpoints, besides the seconds (0: none; "
+                         "default 0)")
     add_es_options(mt)
     mt.set_defaults(func=cmd_meta_train)
 

@@ -27,7 +27,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, TextIO
 
 import jax
 import jax.numpy as jnp
@@ -123,7 +123,7 @@ def push_gradient(state: LearnerState, g: Gradient, cfg: MetaTrainConfig, max_st
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class Learner:
     """The parameter server. Restarted without limit by Ray; the constructor restores the
-    latest checkpoint, so a restart loses at most `checkpoint_every_s` of steps. Calls made
+    latest checkpoint, so a restart loses the steps since (`outer.checkpoint_due`). Calls made
     while it restarts are retried (at least once): a retried push of a gradient from a lost
     version is dropped as stale."""
 
@@ -142,16 +142,17 @@ class Learner:
             train, _ = outer.load_checkpoint(self.run_dir)
             handoff = outer.sample_group(sampler, cfg, train.group_index + 1)
             params = outer.init_group_params(handoff, cfg)
+            self.saved = outer.Saved(train.step, time.monotonic())
         else:
             train, handoff = outer.init_state(cfg, sampler)
             params = train.params
+            self.saved = outer.Saved(train.step, -math.inf)
         # Workers keep their own tasks, so a checkpoint hands the local backend a fresh group
         # (one it has not used) with new base models.
         self.train_fields = dict(group_index=handoff.index, group_start=train.step,
                                  inner_steps=0, params=params)
         self.state = LearnerState(train._replace(params=None), (), 0)
         self.t0, self.elapsed0 = time.monotonic(), train.elapsed_s
-        self.last_ckpt = time.monotonic()
         outer.save_snapshot(self.run_dir, self.current(), cfg)
 
     def current(self) -> TrainState:
@@ -169,7 +170,7 @@ class Learner:
                                                        self.max_staleness, self.apply)
         if applied:
             outer.save_snapshot(self.run_dir, self.current(), self.cfg)
-        if time.monotonic() - self.last_ckpt >= self.cfg.checkpoint_every_s:
+        if outer.checkpoint_due(self.cfg, self.state.train.step, self.saved, time.monotonic()):
             self.checkpoint()
         train = self.state.train
         return Reply(train.step, applied, staleness, train.dropped, self.state.stale,
@@ -184,7 +185,7 @@ class Learner:
         """Write checkpoint.pkl and theta.npz atomically; returns the saved state."""
         train = self.current()._replace(**self.train_fields)
         outer.save_checkpoint(self.run_dir, train, self.cfg)
-        self.last_ckpt = time.monotonic()
+        self.saved = outer.Saved(train.step, time.monotonic())
         return train
 
 
@@ -317,6 +318,93 @@ def connect(address: str | None, workers: int | None) -> bool:
     return True
 
 
+def launch(cfg: MetaTrainConfig, run_dir: Path, workers: int | None, tasks_per_worker: int | None,
+           max_staleness: int, single_thread: bool):
+    """The learner and the evaluator on this node, and the workers on the learner's theta.
+    Returns (pool, evaluator or None, the ref of theta, its version)."""
+    workers = workers or int(ray.cluster_resources().get("CPU", 1))
+    tasks = tasks_per_worker or max(1, cfg.tasks_per_step // workers)
+    # The learner writes run_dir: keep it (and its restarts) on the driver's machine.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    learner = Learner.options(scheduling_strategy=here).remote(cfg, str(run_dir), max_staleness)
+    evaluator = (Evaluator.options(scheduling_strategy=here).remote(cfg)
+                 if cfg.eval_every_s > 0 else None)
+    theta_ref = learner.get_theta.remote()
+    version = ray.get(theta_ref).version
+    pool = Pool(cfg, tasks, learner, single_thread)
+    for _ in range(workers):
+        pool.spawn(theta_ref, version)
+    return pool, evaluator, theta_ref, version
+
+
+@dataclasses.dataclass
+class Driver:
+    """The driver loop's state: the latest theta (the one workers are handed), the evaluation
+    in flight, and the metrics log."""
+    pool: Pool
+    evaluator: ray.actor.ActorHandle | None
+    log: TextIO
+    theta_ref: ray.ObjectRef
+    step: int                        # theta's version behind theta_ref
+    last_eval: float                 # time.monotonic() of the latest evaluation's start
+    evaluating: tuple | None = None  # (its rows' ref, the ref of the theta it scores)
+    arrivals: collections.deque = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=32))
+
+    def evaluate(self, every_s: float) -> None:
+        """Start an evaluation of the latest theta when one is due; log a finished one."""
+        if self.evaluator and self.evaluating is None and \
+                time.monotonic() - self.last_eval >= every_s:
+            self.evaluating = (self.evaluator.evaluate.remote(self.theta_ref), self.theta_ref)
+            self.last_eval = time.monotonic()
+        if self.evaluating is not None and ray.wait([self.evaluating[0]], timeout=0)[0]:
+            self.write_eval()
+
+    def write_eval(self) -> None:
+        rows_ref, scored_ref = self.evaluating
+        rows = ray.get(rows_ref)
+        for row in rows:
+            self.log.write(json.dumps(row) + "\n")
+        ray.get(self.pool.learner.keep_best.remote(rows, scored_ref))
+        self.evaluating = None
+
+    def receive(self, info_ref: ray.ObjectRef) -> dict | None:
+        """Hand a finished worker's gradient to the learner and resubmit the worker with the
+        latest theta; returns the logged metrics row, or None for a dead worker (replaced)."""
+        pool = self.pool
+        slot = pool.pending.pop(info_ref)
+        try:
+            info = ray.get(info_ref)
+        except ray.exceptions.RayActorError:
+            pool.replaced += 1
+            pool.spawn(self.theta_ref, self.step)
+            return None
+        reply = ray.get(pool.learner.push.remote(slot.grad_ref))
+        if reply.step != self.step:  # a new step, or a restarted learner's older one
+            self.theta_ref, self.step = pool.learner.get_theta.remote(), reply.step
+        pool.submit(slot.uid, slot.actor, self.theta_ref)
+        self.arrivals.append(time.monotonic())
+        row = {"kind": "train", "step": reply.step, **info, "dropped": reply.dropped,
+               "stale": reply.stale, "staleness": reply.staleness, "applied": reply.applied,
+               "worker": slot.uid, "replaced": pool.replaced,
+               "tasks_per_s": tasks_per_s(self.arrivals, pool.tasks), "time_s": reply.time_s}
+        self.log.write(json.dumps(row) + "\n")
+        return row
+
+    def finish(self) -> TrainState:
+        """Log the evaluation in flight (worth its wait), write the final checkpoint, close the
+        log and end every actor; returns the checkpointed state."""
+        if self.evaluating is not None:
+            self.write_eval()
+        state = ray.get(self.pool.learner.checkpoint.remote())
+        self.log.close()
+        actors = [slot.actor for slot in self.pool.pending.values()]
+        for actor in actors + [self.pool.learner, self.evaluator]:
+            if actor is not None:
+                ray.kill(actor)
+        return state
+
+
 def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
         steps: int | None = None, resume: bool = False, workers: int | None = 2,
         address: str | None = None, progress: bool = True, *,
@@ -343,85 +431,32 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
     run_dir = Path(run_dir).resolve()
     _, cfg = outer.prepare_run_dir(cfg, run_dir, resume, settings)
     started = connect(address, workers)
-    workers = workers or int(ray.cluster_resources().get("CPU", 1))
-    tasks = tasks_per_worker or max(1, cfg.tasks_per_step // workers)
-    # The learner writes run_dir: keep it (and its restarts) on the driver's machine.
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    learner = Learner.options(scheduling_strategy=here).remote(cfg, str(run_dir), max_staleness)
-    evaluator = (Evaluator.options(scheduling_strategy=here).remote(cfg)
-                 if cfg.eval_every_s > 0 else None)
-    theta_ref = learner.get_theta.remote()
-    start = version = ray.get(theta_ref).version
-    pool = Pool(cfg, tasks, learner, single_thread)
-    for _ in range(workers):
-        pool.spawn(theta_ref, start)
-
+    pool, evaluator, theta_ref, start = launch(cfg, run_dir, workers, tasks_per_worker,
+                                               max_staleness, single_thread)
     deadline = time.monotonic() + hours * 3600 if hours else math.inf
     last_step = start + steps if steps is not None else None
-    # The evaluation in flight: (its rows' ref, the ref of the theta it scores).
-    evaluating, last_eval = None, (time.monotonic() if resume else -math.inf)
-    arrivals = collections.deque(maxlen=32)
     log = open(run_dir / "metrics.jsonl", "a", buffering=1)  # a killed run keeps its lines
+    driver = Driver(pool, evaluator, log, theta_ref, start,
+                    time.monotonic() if resume else -math.inf)
     bar = tqdm(disable=not progress, unit="step", desc="meta-train (ray)", initial=start,
                total=last_step)
-    step = start
     stop = outer.SigtermStop()
-
-    def write_eval(rows_ref, scored_ref) -> None:
-        rows = ray.get(rows_ref)
-        for row in rows:
-            log.write(json.dumps(row) + "\n")
-        ray.get(learner.keep_best.remote(rows, scored_ref))
-
     try:
         while (not stop.requested and time.monotonic() < deadline
-               and (last_step is None or step < last_step)):
-            if evaluator and evaluating is None and \
-                    time.monotonic() - last_eval >= cfg.eval_every_s:
-                evaluating = (evaluator.evaluate.remote(theta_ref), theta_ref)
-                last_eval = time.monotonic()
-            if evaluating is not None and ray.wait([evaluating[0]], timeout=0)[0]:
-                write_eval(*evaluating)
-                evaluating = None
+               and (last_step is None or driver.step < last_step)):
+            driver.evaluate(cfg.eval_every_s)
             ready, _ = ray.wait(list(pool.pending), num_returns=1, timeout=1.0)
-            if not ready:
+            row = driver.receive(ready[0]) if ready else None
+            if row is None:
                 continue
-            slot = pool.pending.pop(ready[0])
-            try:
-                info = ray.get(ready[0])
-            except ray.exceptions.RayActorError:
-                pool.replaced += 1
-                pool.spawn(theta_ref, step)
-                continue
-            reply = ray.get(learner.push.remote(slot.grad_ref))
-            if reply.step != version:  # a new step, or a restarted learner's older one
-                theta_ref, version = learner.get_theta.remote(), reply.step
-            pool.submit(slot.uid, slot.actor, theta_ref)
-            step = reply.step
-            arrivals.append(time.monotonic())
-            row = {"kind": "train", "step": step, **info, "dropped": reply.dropped,
-                   "stale": reply.stale, "staleness": reply.staleness, "applied": reply.applied,
-                   "worker": slot.uid, "replaced": pool.replaced,
-                   "tasks_per_s": tasks_per_s(arrivals, tasks), "time_s": reply.time_s}
-            log.write(json.dumps(row) + "\n")
-            left = deadline - time.monotonic()
-            bar.set_postfix_str(f"loss {row['meta_loss']:.3f} |g| {row['grad_norm']:.3g} "
-                                f"tasks/s {row['tasks_per_s']} nan {reply.dropped} "
-                                f"stale {reply.stale} replaced {pool.replaced}"
-                                + (f" left {left / 60:.0f}m" if math.isfinite(left) else ""))
-            bar.update(step - bar.n)
+            bar.set_postfix_str(outer.progress_text(row, deadline))
+            bar.update(row["step"] - bar.n)
             if on_result is not None:
                 on_result(pool, row)
     finally:
         stop.restore()
         bar.close()
-        if evaluating is not None:  # an evaluation in flight is worth its wait
-            write_eval(*evaluating)
-        state = ray.get(learner.checkpoint.remote())
-        log.close()
-        for actor in [slot.actor for slot in pool.pending.values()] + [learner, evaluator]:
-            if actor is not None:
-                ray.kill(actor)
+        state = driver.finish()
         if started:
             ray.shutdown()
         outer.plot_run(run_dir)

@@ -22,6 +22,7 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -31,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from metarule import base_model, catalog, truncated
+from metarule import base_model, catalog, memory, truncated
 from metarule.config import BaseModelConfig, ConfigError, RuleConfig, preset as get_preset
 from metarule.runtime import all_finite, enable_compilation_cache
 from metarule.tasks import AUG_TARGETS, Task, TaskConfig, TaskSampler
@@ -59,7 +60,9 @@ class MetaTrainConfig:
     dataset_weights: tuple[float, ...] = (0.5, 0.25, 0.25)
     depths: tuple[int, ...] = (2, 3, 4, 5)
     widths: tuple[int, ...] = (64, 128, 256, 512)
+    # A checkpoint follows a run's first step, then every N steps or S seconds, whichever first.
     checkpoint_every_s: float = 300.0
+    checkpoint_every_steps: int = 0         # 0: on time only
     eval_every_s: float = 600.0             # 0 switches continuous evaluation off
     snapshot_every: int = 0                 # keep theta every N outer steps (0: never)
     eval_datasets: tuple[str, ...] = ("mnist14", "fashion_mnist14", "polarity")
@@ -79,6 +82,12 @@ class MetaTrainConfig:
             raise ConfigError("lr_values must be all > 0, or all 0 (a frozen-theta control)")
         if self.clip_norm <= 0:
             raise ConfigError("clip_norm must be > 0")
+        if not self.checkpoint_every_s >= 0:  # also refuses NaN
+            raise ConfigError(f"checkpoint_every_s must be >= 0 seconds, got "
+                              f"{self.checkpoint_every_s}")
+        if self.checkpoint_every_steps < 0:
+            raise ConfigError(f"checkpoint_every_steps must be >= 0 (0: on time only), got "
+                              f"{self.checkpoint_every_steps}")
 
     @property
     def rule_cfg(self) -> RuleConfig:
@@ -105,7 +114,7 @@ CPU_OVERRIDES = dict(widths=(64,), depths=(2,), ways=(10,), unroll_end=(6, 10),
 
 
 # How a run is watched and saved, not what it learns: a resumed run may change them.
-RUN_SETTINGS = ("checkpoint_every_s", "eval_every_s", "snapshot_every")
+RUN_SETTINGS = ("checkpoint_every_s", "checkpoint_every_steps", "eval_every_s", "snapshot_every")
 
 
 def resumed_config(saved: MetaTrainConfig, settings: dict | None) -> MetaTrainConfig:
@@ -171,6 +180,8 @@ def sample_group(sampler: TaskSampler, cfg: MetaTrainConfig, index: int) -> Grou
 def init_group_params(group: Group, cfg: MetaTrainConfig) -> base_model.Params:
     """Fresh base models, stacked on a leading task axis."""
     mcfg = BaseModelConfig(group.tasks[0].input_dim, hidden=group.tasks[0].hidden)
+    memory.check_fits(mcfg.widths, cfg.rule_cfg, f"meta-training {len(group.tasks)} tasks at once",
+                      copies=len(group.tasks))
     keys = jax.random.split(jax.random.PRNGKey(cfg.seed * 1_000_003 + group.index),
                             len(group.tasks))
     return jax.vmap(lambda k: base_model.init(k, mcfg))(keys)
@@ -260,6 +271,53 @@ def _atomic_write(path: Path, payload: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+class Saved(NamedTuple):
+    """When the latest checkpoint was written."""
+    step: int
+    time: float  # time.monotonic(); -inf for a run that has none yet
+
+
+def checkpoint_due(cfg: MetaTrainConfig, step: int, saved: Saved, now: float) -> bool:
+    """Whether outer step `step` (steps done) calls for a checkpoint: a new run's first step
+    does (its `saved` is (0, -inf)), so that a kill at any moment after it leaves a run to
+    resume; then every cfg.checkpoint_every_steps steps or cfg.checkpoint_every_s seconds,
+    whichever comes first. A step already saved never is."""
+    if step == saved.step:
+        return False
+    every = cfg.checkpoint_every_steps
+    return (every > 0 and step - saved.step >= every) or now - saved.time >= cfg.checkpoint_every_s
+
+
+def trim_metrics(run_dir: Path, keep: Callable[[dict], bool]) -> None:
+    """Rewrite metrics.jsonl atomically with the rows `keep(row)` accepts, so that a resumed
+    run, which redoes the steps after its checkpoint, logs none of them twice. A line torn by a
+    kill mid-write is dropped too."""
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if keep(row):
+            kept.append(line + "\n")
+    _atomic_write(path, "".join(kept).encode())
+
+
+def held_by_checkpoint(row: dict, step: int) -> bool:
+    """Whether a metrics row logs work that a checkpoint at outer step `step` holds.
+
+    A local training row's step is the step it took (from s to s + 1); a Ray row's is theta's
+    version after its push, which completed that version if `applied`; an evaluation row's is
+    the version it scored.
+    """
+    if row["step"] != step:
+        return row["step"] < step
+    return row.get("applied", row["kind"] == "eval")
 
 
 def card(run_dir: Path, state: TrainState, cfg: MetaTrainConfig) -> dict:
@@ -428,6 +486,16 @@ def plot_run(run_dir: Path) -> Path:
     return path
 
 
+def progress_text(row: dict, deadline: float) -> str:
+    """The progress bar's summary of a training row, with the Ray backend's drop and
+    replacement counts where the row has them, and the time left."""
+    left = deadline - time.monotonic()
+    return (f"loss {row['meta_loss']:.3f} |g| {row['grad_norm']:.3g} "
+            f"tasks/s {row['tasks_per_s']} nan {row['dropped']}"
+            + "".join(f" {k} {row[k]}" for k in ("stale", "replaced") if k in row)
+            + (f" left {left / 60:.0f}m" if math.isfinite(left) else ""))
+
+
 class SigtermStop:
     """SIGTERM (schedulers, `kill`) ends a run like Ctrl-C, after the step in flight, with the
     final checkpoint written. The handler only sets a flag: an exception raised in a handler is
@@ -452,15 +520,23 @@ class SigtermStop:
 
 def prepare_run_dir(cfg: MetaTrainConfig, run_dir: Path, resume: bool,
                     settings: dict | None = None) -> tuple[TrainState | None, MetaTrainConfig]:
-    """A resume takes the checkpoint's state and config (with new `settings`, RUN_SETTINGS);
-    a new run needs a folder that holds no run. Writes config.json."""
+    """A resume takes the checkpoint's state and config (with new `settings`, RUN_SETTINGS)
+    and drops the metrics rows of the steps it will redo; a new run needs a folder that holds
+    no run, and starts metrics.jsonl afresh (rows of a run killed before its first checkpoint
+    would be logged again). Either removes the temporary files of writes a kill interrupted.
+    Writes config.json."""
+    for leftover in run_dir.glob("*.tmp"):
+        leftover.unlink()
     state = None
     if resume:
         state, saved = load_checkpoint(run_dir)
         cfg = resumed_config(saved, settings)
+        trim_metrics(run_dir, lambda row: held_by_checkpoint(row, state.step))
     elif (run_dir / "checkpoint.pkl").exists():
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or "
                           f"choose another --out")
+    else:
+        trim_metrics(run_dir, lambda row: False)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     return state, cfg
@@ -470,7 +546,8 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
         steps: int | None = None, resume: bool = False, progress: bool = True,
         settings: dict | None = None) -> TrainState:
     """Meta-train until `hours` of wall time or `steps` outer steps (whichever comes first),
-    checkpointing every cfg.checkpoint_every_s and at exit; evaluate every cfg.eval_every_s.
+    checkpointing after the first step, then as `checkpoint_due` says, and at exit; evaluate
+    every cfg.eval_every_s.
     A resume continues the run's own config; `settings` may change its RUN_SETTINGS."""
     from tqdm import tqdm
 
@@ -486,7 +563,8 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
     deadline = time.monotonic() + hours * 3600 if hours else math.inf
     last_step = state.step + steps if steps is not None else None
     t0, elapsed0 = time.monotonic(), state.elapsed_s
-    last_ckpt = last_eval = time.monotonic()
+    last_eval = time.monotonic()
+    saved = Saved(state.step, time.monotonic() if resume else -math.inf)
     if not resume and cfg.eval_every_s > 0:
         last_eval = -math.inf  # evaluate the starting rule first
     log = open(run_dir / "metrics.jsonl", "a", buffering=1)  # a killed run keeps its lines
@@ -509,14 +587,11 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
             metrics.update(kind="train", time_s=round(state.elapsed_s, 1),
                            tasks_per_s=round(cfg.tasks_per_step / (time.monotonic() - t_step), 2))
             log.write(json.dumps(metrics) + "\n")
-            left = deadline - time.monotonic()
-            bar.set_postfix_str(f"loss {metrics['meta_loss']:.3f} |g| {metrics['grad_norm']:.3g} "
-                                f"tasks/s {metrics['tasks_per_s']} nan {metrics['dropped']}"
-                                + (f" left {left / 60:.0f}m" if math.isfinite(left) else ""))
+            bar.set_postfix_str(progress_text(metrics, deadline))
             bar.update(1)
-            if time.monotonic() - last_ckpt >= cfg.checkpoint_every_s:
+            if checkpoint_due(cfg, state.step, saved, time.monotonic()):
                 save_checkpoint(run_dir, state, cfg)
-                last_ckpt = time.monotonic()
+                saved = Saved(state.step, time.monotonic())
     finally:
         stop.restore()
         bar.close()

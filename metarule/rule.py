@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from metarule import base_model
 from metarule.config import RuleConfig
 from metarule.kernels import batch_norm, bn_relu, conv1d
+from metarule.runtime import all_finite
 
 Array = jax.Array
 Theta = dict  # a pytree of arrays; see init_theta for its layout
@@ -347,3 +348,20 @@ def init_theta(key: Array, cfg: RuleConfig, dtype=jnp.float32) -> Theta:
         "merge": jnp.full((len(PLANES),), 0.1, dtype),
         "bias_readout": jax.random.normal(next(k), (h,), dtype) / math.sqrt(h),
     }
+
+
+# ----------------------------------------------------------------------------- input checks
+
+def check_inputs(theta: Theta, params: base_model.Params, x) -> None:
+    """Raise ValueError unless `x` (..., B, N^0) fits the base model and theta, params and x are
+    all finite. Call it before the rule's jitted functions (never inside them): there a wrong
+    width fails deep in XLA, and a NaN or inf silently turns every parameter into NaN."""
+    n_in = params.layers[0].w.shape[0]
+    shape = getattr(x, "shape", ())
+    if len(shape) < 2 or shape[-1] != n_in:
+        raise ValueError(f"the base model takes inputs of {n_in} features, shaped (batch, "
+                         f"{n_in}); got an array of shape {tuple(shape)}")
+    for what, tree in (("x", x), ("the base model's parameters", params), ("theta", theta)):
+        if not all_finite(tree):
+            raise ValueError(f"{what} holds NaN or inf; the rule would turn every parameter "
+                             f"into NaN: pass finite values")

@@ -21,9 +21,10 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from tqdm import tqdm
 
-from metarule import base_model, catalog, data, evaluate, inner
+from metarule import base_model, catalog, data, evaluate, inner, memory
 from metarule.catalog import Rule
-from metarule.config import BaseModelConfig
+from metarule.config import BaseModelConfig, preset as get_preset
+from metarule.rule import check_inputs
 from metarule.runtime import all_finite
 
 DEFAULT_WIDTHS = (128, 128, 128, 128)
@@ -141,6 +142,8 @@ def train_base_model(rule: Rule, x_unlabeled: np.ndarray, steps: int,
     Returns:
       The trained parameters.
     Raises:
+      memory.MemoryLimitError: if the model would not fit in the memory available.
+      ValueError: if x_unlabeled, the rule's theta or the model holds NaN or inf.
       TrainError: if a parameter becomes NaN or inf.
     """
     if x_unlabeled.ndim != 2 or x_unlabeled.shape[0] < 2:
@@ -149,7 +152,9 @@ def train_base_model(rule: Rule, x_unlabeled: np.ndarray, steps: int,
         raise ValueError(f"need steps >= 0 and chunk >= 1, got steps={steps} chunk={chunk}")
     cfg = BaseModelConfig(input_dim=x_unlabeled.shape[1], hidden=tuple(widths), embedding=32,
                           activation=activation, permute_inputs=permute)
+    memory.check_fits(cfg.widths, rule.cfg, "training this base model")
     params = base_model.init(jax.random.PRNGKey(seed), cfg)
+    check_inputs(rule.theta, params, x_unlabeled)
     if callback is not None:
         callback(0, params)
     if steps == 0:
@@ -243,6 +248,10 @@ def train_to_dir(dataset: str, rule_spec: str, steps: int, out: str | Path,
     return its record."""
     with atomic_dir(out, replace=force) as tmp:
         ds = data.load(dataset, label_column)
+        # Refused before the rule is loaded (its first XLA work); train_base_model checks again
+        # with the rule's own config.
+        memory.check_fits(BaseModelConfig(ds.input_dim, hidden=tuple(widths)).widths,
+                          get_preset(preset), "training this base model")
         rule = catalog.load_rule(rule_spec, preset=preset, seed=seed)
         params = train_base_model(rule, ds.x_train, steps, widths=widths, activation=activation,
                                   permute=permute, seed=seed, progress=progress)

@@ -79,21 +79,22 @@ def test_run_outlives_a_worker_and_the_learner_and_resumes(local_ray, tmp_path):
             worker_flags.append(ray.get(actor.__ray_call__.remote(
                 lambda self: os.environ.get("XLA_FLAGS"))))
             ray.kill(actor)
-        elif row["step"] >= 2 and "learner" not in killed:
+        elif row["step"] >= 3 and "learner" not in killed:
             killed.add("learner")
-            ray.kill(pool.learner, no_restart=False)  # no checkpoint yet: restarts at step 0
+            # Restarts from its first checkpoint, written after the first step: two steps back.
+            ray.kill(pool.learner, no_restart=False)
             # The kill is asynchronous: wait for the restart, so that no later push can reach
             # the old learner and end the run before training goes on.
             deadline = time.monotonic() + 120
-            while ray.get(pool.learner.get_theta.remote()).version != 0:
+            while ray.get(pool.learner.get_theta.remote()).version != 1:
                 assert time.monotonic() < deadline, "the learner did not restart"
                 time.sleep(0.1)
 
     # Two tasks a worker: the shapes of tests/test_outer.py, so the compiled programs are shared.
-    state = distributed.run(cfg, tmp_path, steps=3, workers=2, progress=False,
+    state = distributed.run(cfg, tmp_path, steps=4, workers=2, progress=False,
                             tasks_per_worker=2, on_result=kill_a_worker_then_the_learner)
     train = _rows(tmp_path, "train")
-    assert state.step == 3 and train[-1]["step"] == 3
+    assert state.step == 4 and train[-1]["step"] == 4
     assert train[-1]["replaced"] == 1
     assert worker_flags == [distributed.SINGLE_THREAD_XLA]  # one XLA thread per worker
     # The restarted learner started over (its step fell back), and training went on.
@@ -103,19 +104,19 @@ def test_run_outlives_a_worker_and_the_learner_and_resumes(local_ray, tmp_path):
     evals = _rows(tmp_path, "eval")                  # the starting rule, evaluated once
     assert [(r["dataset"], r["step"]) for r in evals] == [("patches16", 0)]
     assert (tmp_path / "meta_training.png").exists()
-    assert catalog.read_rule_file(tmp_path / "theta.npz").card["outer_steps"] == 3
+    assert catalog.read_rule_file(tmp_path / "theta.npz").card["outer_steps"] == 4
     # The learner keeps snapshots and the best theta by held-out meta-objective, as outer.run.
     assert {p.name for p in (tmp_path / "snapshots").iterdir()} == {
-        "theta_000000.npz", "theta_000002.npz"}
+        "theta_000000.npz", "theta_000002.npz", "theta_000004.npz"}
     assert json.loads((tmp_path / "best.json").read_text())["step"] == 0
     assert catalog.read_rule_file(tmp_path / "theta_best.npz").card["outer_steps"] == 0
 
     assert distributed.run(cfg, tmp_path, steps=1, workers=1, resume=True,
-                           progress=False).step == 4
+                           progress=False).step == 5
     assert [r["step"] for r in _rows(tmp_path, "eval")] == [0]  # no re-evaluation on resume
     # The local backend can resume it: the checkpoint holds base models for its next group.
     state, saved_cfg = outer.load_checkpoint(tmp_path)
-    assert state.step == 4 and saved_cfg == cfg
+    assert state.step == 5 and saved_cfg == cfg
     group = outer.sample_group(outer.TaskSampler(outer.task_config(cfg), cfg.seed), cfg,
                                state.group_index)
     expected = outer.init_group_params(group, cfg)

@@ -60,7 +60,7 @@ def test_resume_after_a_crash_continues_the_run(tmp_path):
     assert last.card["outer_steps"] == 4
     with pytest.raises(ConfigError, match="--resume"):
         outer.run(cfg, tmp_path / "full", steps=1, progress=False)
-    with pytest.raises(ConfigError, match="only checkpoint_every_s, eval_every_s"):
+    with pytest.raises(ConfigError, match="only checkpoint_every_s, checkpoint_every_steps, eval_every_s"):
         outer.run(cfg, tmp_path / "full", steps=1, resume=True, settings={"seed": 1})
 
 

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metarule import catalog, train
+from metarule import catalog, inner, train
 from metarule.experiments import common
 from metarule.runtime import all_finite
 
@@ -59,10 +59,14 @@ def test_training_is_seeded(ds, rule):
     np.testing.assert_array_equal(np.asarray(a.layers[0].w), np.asarray(b.layers[0].w))
 
 
-def test_diverging_rule_is_reported(ds, rule):
-    bad = rule._replace(theta=dict(rule.theta, merge=jnp.full_like(rule.theta["merge"], jnp.nan)))
+def test_diverging_rule_is_reported(ds, rule, monkeypatch):
+    # A finite theta that drives the model to NaN (a NaN theta is refused before training:
+    # tests/test_rule_inputs.py).
+    unroll = inner.unroll
+    monkeypatch.setattr(inner, "unroll", lambda *args: jax.tree_util.tree_map(
+        lambda p: p * jnp.nan, unroll(*args)))
     with pytest.raises(train.TrainError, match="NaN/inf by inner step 2"):
-        train.train_base_model(bad, ds.x_train, 2, WIDTHS, chunk=2, progress=False)
+        train.train_base_model(rule, ds.x_train, 2, WIDTHS, chunk=2, progress=False)
 
 
 def test_load_model_missing(tmp_path):
