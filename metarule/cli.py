@@ -239,7 +239,7 @@ def cmd_meta_train(args) -> int:
         from metarule import es
         state = es.run(es_config(args, cfg), args.out, hours=args.hours, steps=args.steps,
                        resume=args.resume, progress=not args.json, backend=args.backend,
-                       workers=args.workers, address=args.address)
+                       workers=args.workers, address=args.address, settings=settings)
         files = ["theta.npz", "checkpoint.pkl", "metrics.jsonl", "meta_training.png"]
         return emit(args, {"out": str(args.out), "step": int(state.generation), "files": files},
                     f"run written to {args.out}: {', '.join(files)}")

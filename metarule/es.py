@@ -305,20 +305,27 @@ def ray_evaluate(cfg: ESConfig, theta0: dict, workers: int):
 
 def run(cfg: ESConfig, run_dir: str | Path, hours: float | None = None,
         steps: int | None = None, resume: bool = False, progress: bool = True,
-        backend: str = "local", workers: int | None = None, address: str | None = None
-        ) -> ESState:
+        backend: str = "local", workers: int | None = None, address: str | None = None,
+        settings: dict | None = None) -> ESState:
     """Run generations until `hours` or `steps` generations (whichever first), checkpointing
     after the first generation and every meta.checkpoint_every_s, evaluating theta at the mean
-    every meta.eval_every_s on the validation splits. A resume continues bit-for-bit."""
+    every meta.eval_every_s on the validation splits. A resume continues bit-for-bit; `settings`
+    may change its RUN_SETTINGS (outer.RUN_SETTINGS: checkpointing and evaluation)."""
     from tqdm import tqdm
 
     enable_compilation_cache()
     run_dir = Path(run_dir)
+    for leftover in run_dir.glob("*.tmp"):  # writes a kill interrupted
+        leftover.unlink()
     if resume:
         state, cfg = load_checkpoint(run_dir)
+        cfg = dataclasses.replace(cfg, meta=outer.resumed_config(cfg.meta, settings))
+        outer.trim_metrics(run_dir, lambda row: outer.held_by_checkpoint(row, state.generation))
     elif (run_dir / "checkpoint.pkl").exists():
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or "
                           f"choose another --out")
+    else:
+        outer.trim_metrics(run_dir, lambda row: False)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(config_dict(cfg), indent=1))
     theta0 = catalog.start_theta(cfg.meta.init, cfg.meta.rule_cfg,
@@ -326,7 +333,6 @@ def run(cfg: ESConfig, run_dir: str | Path, hours: float | None = None,
     algo, params = strategy(cfg, subspace.make(theta0, cfg.subspace).dim)
     if not resume:
         state = init_state(cfg, algo, params)
-    _drop_lines_after(run_dir / "metrics.jsonl", state.generation)
     started_ray = False
     if backend == "ray":
         from metarule import distributed
@@ -339,7 +345,7 @@ def run(cfg: ESConfig, run_dir: str | Path, hours: float | None = None,
     deadline = time.monotonic() + hours * 3600 if hours else math.inf
     last_step = state.generation + steps if steps is not None else None
     t0, elapsed0 = time.monotonic(), state.elapsed_s
-    last_ckpt = -math.inf  # the first checkpoint follows the first generation
+    saved = outer.Saved(state.generation, -math.inf)  # the first follows the first generation
     last_eval = -math.inf if (not resume and meta.eval_every_s > 0) else time.monotonic()
     log = open(run_dir / "metrics.jsonl", "a", buffering=1)
     bar = tqdm(disable=not progress, unit="gen", desc=f"meta-train ({cfg.estimator})",
@@ -361,9 +367,9 @@ def run(cfg: ESConfig, run_dir: str | Path, hours: float | None = None,
             log.write(json.dumps(metrics) + "\n")
             bar.update(1)
             bar.set_postfix(loss=f"{metrics['meta_loss']:.3f}")
-            if time.monotonic() - last_ckpt >= meta.checkpoint_every_s:
+            if outer.checkpoint_due(meta, state.generation, saved, time.monotonic()):
                 save_checkpoint(run_dir, cfg, state, theta_of(cfg, theta0, algo, state))
-                last_ckpt = time.monotonic()
+                saved = outer.Saved(state.generation, time.monotonic())
     finally:
         stop.restore()
         bar.close()
@@ -397,14 +403,4 @@ def _evaluate_mean(run_dir, cfg, theta0, algo, state, held_out, log) -> None:
             "step": state.generation, "validation_meta_objective": score,
             "evals": evals}).encode())
 
-
-def _drop_lines_after(path: Path, step: int) -> None:
-    """Keep metrics.jsonl free of repeated steps after a resume: drop lines past `step`."""
-    if not path.exists():
-        return
-    def kept(row: dict) -> bool:  # an evaluation at `step` precedes that generation
-        return row["step"] < step if row.get("kind") == "train" else row["step"] <= step
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    lines = [line for line in lines if kept(json.loads(line))]
-    outer._atomic_write(path, "".join(line + "\n" for line in lines).encode())
 
