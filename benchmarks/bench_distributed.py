@@ -1,6 +1,6 @@
 """Meta-training throughput of the Ray backend with 1 and 2 workers, beside the local backend
-one task at a time (issue 4: scaling from 1 to 2 workers; batching tasks with worker processes
-versus vmap).
+one task at a time (scaling from 1 to 2 workers; batching tasks with worker processes versus
+vmap).
 
 Ray workers run one XLA thread each (the default); the last row keeps XLA's thread pool.
 The local rows run in this process with XLA's defaults. Run alone on an idle machine:

@@ -1,6 +1,6 @@
 """What computeH's convolutions cost, piece by piece, and whether bfloat16 products help.
 
-    python benchmarks/bench_products.py            # docs/performance.md, session 8
+    python benchmarks/bench_products.py            # docs/performance.md
 
 Part 1 times one (rows, 64) x (64, 64) product -- the shape of computeH's Winograd products at
 the paper preset (4096 rows at 196 -> 4x128 -> 32, batch 128) -- in float32, under

@@ -8,7 +8,8 @@ baseline's embedding of a batch depends on that batch, as the learned rule's doe
 Trained baselines start from `base_model.init` as the rule does (weights N(0, 0.01^2)). Batch norm
 makes the forward pass blind to that scale, but Adam's effective step on a normalised layer is
 lr / |w|, so the scale matters for training: on MNIST 14x14 (3 seeds, 2000 steps, batch 64) the
-supervised baseline scores 78.6% from this init (REFERENCE.md: 78.8) against 74.0% from a
+supervised baseline scores 78.6% from this init (the authors' own measurement: 78.8) against
+74.0% from a
 1/sqrt(fan_in) init.
 """
 from __future__ import annotations
@@ -201,7 +202,7 @@ def supervised(x_labeled: np.ndarray, y_labeled: np.ndarray, steps: int = 2000, 
     trains up to 10k steps and notes that batch-norm noise regularises so test accuracy plateaus;
     minibatches of `batch` drawn without replacement from the ~100 examples supply that noise.
     The default 2000 steps keeps CPU runs short and loses nothing: on MNIST 14x14 (10 seeds,
-    logistic readout) 2000 and 10k steps both score 77.8 +- 0.8% (REFERENCE.md: 78.8 +- 0.4).
+    logistic readout) 2000 and 10k steps both score 77.8 +- 0.8% (the authors': 78.8 +- 0.4).
     """
     classes, y_idx = np.unique(y_labeled, return_inverse=True)
     k_base, k_head, k_train = jax.random.split(jax.random.PRNGKey(seed), 3)

@@ -32,7 +32,7 @@ INITIAL_RULES: dict[str, dict[str, float]] = {
     # Oja's subspace rule: dW = C_xy - W C_yy.
     "oja": {"hebbian": -1.0, "oja": 1.0},
     # Oja's rule plus a small weight on every learned plane, so that meta-gradients reach the
-    # readouts from the first step (the prototype's best start, shared/FINDINGS.md #2).
+    # readouts from the first step (the best start of an early prototype of this project).
     "oja-learned": {"hebbian": -1.0, "oja": 1.0, "zero": 0.1, "rbf": 0.1, "first": 0.1,
                     "lin_lower_symm": 0.1, "sqr_lower_symm": 0.1, "lin_upper_symm": 0.1,
                     "sqr_upper_symm": 0.1},

@@ -72,7 +72,7 @@ class Reply(NamedTuple):
     applied: bool    # the push completed a batch and theta took an Adam step
     staleness: int   # versions theta moved on while the gradient was computed
     dropped: int     # non-finite gradients dropped so far (TrainState.dropped)
-    stale: int       # gradients dropped as too stale, this session
+    stale: int       # gradients dropped as too stale since the learner (re)started
     time_s: float
 
 

@@ -1,4 +1,4 @@
-"""The named classic rules do what they claim (issue 7), and rules save and load safely."""
+"""The named classic rules do what they claim, and rules save and load safely."""
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -1,4 +1,4 @@
-"""Asynchronous meta-training on a local Ray instance (issue 4): batching, staleness and NaN
+"""Asynchronous meta-training on a local Ray instance: batching, staleness and NaN
 drops, learner restarts, worker replacement, and resume across backends."""
 import json
 import os

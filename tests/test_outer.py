@@ -1,4 +1,4 @@
-"""Meta-training (issue 4): the meta-gradient descends, runs resume exactly, NaNs are dropped."""
+"""Meta-training: the meta-gradient descends, runs resume exactly, NaNs are dropped."""
 import json
 
 import jax
