@@ -348,8 +348,10 @@ def run(cfg: ESConfig, run_dir: str | Path, hours: float | None = None,
     saved = outer.Saved(state.generation, -math.inf)  # the first follows the first generation
     last_eval = -math.inf if (not resume and meta.eval_every_s > 0) else time.monotonic()
     log = open(run_dir / "metrics.jsonl", "a", buffering=1)
-    bar = tqdm(disable=not progress, unit="gen", desc=f"meta-train ({cfg.estimator})",
+    bar = tqdm(disable=not progress, unit="gen",
+               desc=f"meta-train {cfg.estimator} (compiling the first generation)",
                initial=state.generation)
+    last_compiled = state.generation + 1
     stop = outer.SigtermStop()
     try:
         while (not stop.requested and time.monotonic() < deadline
@@ -358,8 +360,6 @@ def run(cfg: ESConfig, run_dir: str | Path, hours: float | None = None,
                 _evaluate_mean(run_dir, cfg, theta0, algo, state, held_out, log)
                 last_eval = time.monotonic()
             t_gen = time.monotonic()
-            if state.generation == 0 and progress:
-                bar.set_postfix_str("compiling")
             state, metrics = generation_step(cfg, algo, params, state, evaluate)
             state = state._replace(elapsed_s=elapsed0 + time.monotonic() - t0)
             metrics.update(kind="train", time_s=round(state.elapsed_s, 1),
@@ -367,6 +367,8 @@ def run(cfg: ESConfig, run_dir: str | Path, hours: float | None = None,
             log.write(json.dumps(metrics) + "\n")
             bar.update(1)
             bar.set_postfix(loss=f"{metrics['meta_loss']:.3f}")
+            if state.generation == last_compiled:
+                outer.restart_rate(bar)
             if outer.checkpoint_due(meta, state.generation, saved, time.monotonic()):
                 save_checkpoint(run_dir, cfg, state, theta_of(cfg, theta0, algo, state))
                 saved = outer.Saved(state.generation, time.monotonic())
@@ -392,15 +394,5 @@ def _evaluate_mean(run_dir, cfg, theta0, algo, state, held_out, log) -> None:
     for row in evals:
         log.write(json.dumps({**row, "step": state.generation,
                               "time_s": round(state.elapsed_s, 1)}) + "\n")
-    score = float(np.mean([row["meta_objective"] for row in evals]))
-    best_path = run_dir / "best.json"
-    best = json.loads(best_path.read_text()) if best_path.exists() else None
-    if best is None or score < best["validation_meta_objective"]:
-        catalog.save_rule(run_dir / "theta_best.npz", theta, cfg.meta.rule_cfg,
-                          {**card(run_dir, cfg, state), "validation_meta_objective": score,
-                           "selected_by": "validation meta-objective (data.validation_split)"})
-        outer._atomic_write(best_path, json.dumps({
-            "step": state.generation, "validation_meta_objective": score,
-            "evals": evals}).encode())
-
-
+    outer.keep_best(run_dir, theta, cfg.meta.rule_cfg, card(run_dir, cfg, state),
+                    state.generation, evals)

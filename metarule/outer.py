@@ -347,17 +347,20 @@ def save_snapshot(run_dir: Path, state: TrainState, cfg: MetaTrainConfig) -> Non
                      "meta_trained": state.step > 0})
 
 
-def keep_best(run_dir: Path, state: TrainState, cfg: MetaTrainConfig, evals: list[dict]) -> None:
+def keep_best(run_dir: Path, theta, rule_cfg: RuleConfig, rule_card: dict, step: int,
+              evals: list[dict]) -> None:
     """Write theta_best.npz when the mean validation meta-objective (evaluate_theta) is the
     lowest so far; a rule to ship is chosen by it, never by the test split."""
     score = float(np.mean([row["meta_objective"] for row in evals]))
     best_path = run_dir / "best.json"
-    best = json.loads(best_path.read_text()) if best_path.exists() else None
-    if best is not None and best["held_out_meta_objective"] <= score:
+    best = json.loads(best_path.read_text()) if best_path.exists() else {}
+    if best.get("validation_meta_objective", math.inf) <= score:
         return
-    catalog.save_rule(run_dir / "theta_best.npz", state.theta, cfg.rule_cfg,
-                    {**card(run_dir, state, cfg), "held_out_meta_objective": score})
-    _atomic_write(best_path, json.dumps({"step": state.step, "held_out_meta_objective": score,
+    catalog.save_rule(run_dir / "theta_best.npz", theta, rule_cfg,
+                      {**rule_card, "validation_meta_objective": score,
+                       "selected_by": "lowest mean validation meta-objective of the run's "
+                                      "continuous evaluations (data.validation_split)"})
+    _atomic_write(best_path, json.dumps({"step": step, "validation_meta_objective": score,
                                          "evals": evals}).encode())
 
 
@@ -496,6 +499,14 @@ def progress_text(row: dict, deadline: float) -> str:
             + (f" left {left / 60:.0f}m" if math.isfinite(left) else ""))
 
 
+def restart_rate(bar) -> None:
+    """After the first step, which compiled: rate and ETA count training steps from here on."""
+    n = bar.n
+    bar.reset(total=bar.total)
+    bar.initial = bar.n = n
+    bar.set_description(bar.desc.split(" (compiling")[0])
+
+
 class SigtermStop:
     """SIGTERM (schedulers, `kill`) ends a run like Ctrl-C, after the step in flight, with the
     final checkpoint written. The handler only sets a flag: an exception raised in a handler is
@@ -568,7 +579,9 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
     if not resume and cfg.eval_every_s > 0:
         last_eval = -math.inf  # evaluate the starting rule first
     log = open(run_dir / "metrics.jsonl", "a", buffering=1)  # a killed run keeps its lines
-    bar = tqdm(disable=not progress, unit="step", desc="meta-train", initial=state.step)
+    bar = tqdm(disable=not progress, unit="step", desc="meta-train (compiling the first step)",
+               initial=state.step)
+    last_compiled = state.step + 1
     stop = SigtermStop()
     try:
         while (not stop.requested and time.monotonic() < deadline
@@ -578,7 +591,8 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
                 for row in evals:
                     log.write(json.dumps({**row, "step": state.step,
                                           "time_s": round(state.elapsed_s, 1)}) + "\n")
-                keep_best(run_dir, state, cfg, evals)
+                keep_best(run_dir, state.theta, cfg.rule_cfg, card(run_dir, state, cfg),
+                          state.step, evals)
                 last_eval = time.monotonic()
             save_snapshot(run_dir, state, cfg)
             t_step = time.monotonic()
@@ -589,6 +603,8 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
             log.write(json.dumps(metrics) + "\n")
             bar.set_postfix_str(progress_text(metrics, deadline))
             bar.update(1)
+            if state.step == last_compiled:
+                restart_rate(bar)
             if checkpoint_due(cfg, state.step, saved, time.monotonic()):
                 save_checkpoint(run_dir, state, cfg)
                 saved = Saved(state.step, time.monotonic())

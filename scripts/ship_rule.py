@@ -24,15 +24,15 @@ def main():
     selection = json.loads(selection_path.read_text()) if selection_path.exists() else None
     if selection:
         rule = catalog.read_rule_file(Path(selection["chosen"]))
-        chosen_by = (f"lowest mean training-split meta-objective of the held-out datasets after "
-                     f"{selection['protocol']['steps']} inner steps among the candidates of "
-                     f"research/select_rule.py (selection_scores)")
+        selected_by = (f"lowest mean validation meta-objective (data.validation_split) of the "
+                       f"held-out datasets after {selection['protocol']['steps']} inner steps "
+                       f"among the candidates of research/select_rule.py (selection_scores)")
     elif best.exists():
         rule = catalog.read_rule_file(best)
-        chosen_by = "lowest mean held-out meta-objective among the run's evaluations"
+        selected_by = rule.card["selected_by"]  # written by outer.keep_best
     else:
         rule = catalog.read_rule_file(args.run_dir / "theta.npz")
-        chosen_by = "last checkpoint"
+        selected_by = "the run's last checkpoint (no selection)"
     config = json.loads((args.run_dir / "config.json").read_text())
     rows = [json.loads(line) for line in open(args.run_dir / "metrics.jsonl")]
     evals = [r for r in rows if r.get("kind") == "eval"]
@@ -42,7 +42,7 @@ def main():
     start = {r["dataset"]: {"accuracy": r["accuracy"], "meta_objective": r["meta_objective"]}
              for r in evals if r["step"] == 0}
     card = {**rule.card, "name": args.name,
-            "chosen_by": chosen_by,
+            "selected_by": selected_by,
             "training_data": config["datasets"], "eval_settings": {
                 k: config[k] for k in ("eval_datasets", "eval_steps", "eval_seeds", "eval_widths")},
             "held_out": held_out, "held_out_at_start": start, "command": args.command,
