@@ -501,6 +501,8 @@ def progress_text(row: dict, deadline: float) -> str:
 
 def restart_rate(bar) -> None:
     """After the first step, which compiled: rate and ETA count training steps from here on."""
+    if bar.disable:
+        return
     n = bar.n
     bar.reset(total=bar.total)
     bar.initial = bar.n = n
