@@ -40,22 +40,23 @@ class Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
     (hidden `widths`, 32-d embedding); `transform` returns that model's embedding. Labels passed to
     `fit` are ignored: the rule is unsupervised, so in a Pipeline only the final estimator sees y.
 
-    Where it helps: the shipped rule was meta-trained on small image datasets (14x14 and 16x16
-    glyphs and patches, docs/embedder.md) and beats random features on MNIST and Fashion-MNIST
-    14x14 (about 56 % vs 48 % 10-shot); PCA still does better there (about 77 %) and on tabular
-    data, where raw features or PCA win by 10-30 points. Use it to study learned rules; for the
-    best features on your own data, compare against PCA (docs/embedder.md).
+    Where it helps: the shipped rule was meta-trained on 10-way tasks from small synthetic and
+    photographic image sets (14x14 glyphs, 16x16 patches and stamps). On held-out MNIST and
+    Fashion-MNIST 14x14 its 10-shot accuracy (66.9 % and 65.3 % at the defaults) is far above a
+    random network's (35.6 %, 39.9 %), but PCA's is higher still (76.0 %, 70.7 %); on tabular
+    data the raw features and PCA win clearly (breast cancer: 84.9 % vs 93.3 % and 93.4 %).
+    docs/embedder.md has the protocols and the commands.
 
     Batch norm in inference mode: `fit` also stores, per layer, the mean and variance of the
     pre-activations over the fit data (`norm_stats_`), and `transform` normalises with those, so
     every row is embedded independently of the others (any subset embeds as in the full call,
-    single rows included) and the fit data embeds exactly as in the paper's batch-mode forward
-    pass. `metarule eval` keeps the paper's protocol instead: each call normalises with its own
+    single rows included) and the fit data embeds as in the paper's batch-mode forward pass (to
+    float32 round-off). `metarule eval` keeps the paper's protocol instead: each call normalises with its own
     batch's statistics (`metarule.evaluate.model_embed_fn`).
 
     Compiled programs are kept in JAX's persistent cache ($METARULE_CACHE/jax, see
-    `metarule.runtime.enable_compilation_cache`), so a new process fits in seconds once a first
-    one has compiled the rule. scikit-learn's common checks all pass. No estimator tags are
+    `metarule.runtime.enable_compilation_cache`), so only the first process on a machine pays
+    the tens of seconds the rule takes to compile. scikit-learn's common checks all pass. No estimator tags are
     changed: a fit is deterministic given `seed` (so not `non_deterministic`), and the output is
     float64 whatever the input dtype (the default `preserves_dtype`).
 
