@@ -7,7 +7,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import metarule
-from metarule import catalog, evaluate
+from metarule import catalog, evaluate, sklearn_api
 from metarule.experiments import common
 from metarule.sklearn_api import TRANSFORM_BLOCK, Embedder
 
@@ -79,6 +79,13 @@ def test_feature_names_and_pandas_output(fitted):
     assert isinstance(out, pd.DataFrame) and list(out.columns) == names
     assert list(out.index) == list(frame.index)
     np.testing.assert_allclose(out.to_numpy(), emb.transform(x), atol=1e-5)
+
+
+def test_fit_turns_on_the_persistent_compilation_cache(monkeypatch):
+    calls = []
+    monkeypatch.setattr(sklearn_api, "enable_compilation_cache", lambda: calls.append(True))
+    Embedder(**TINY).fit(np.random.default_rng(0).normal(size=(20, 3)))
+    assert calls == [True]
 
 
 def test_default_rule_is_the_shipped_one():
