@@ -128,8 +128,8 @@ def apply(params: Params, x: Array, activation: str = "relu",
 
 
 def norm_stats(params: Params, x: Array, activation: str = "relu") -> NormStats:
-    """The batch-norm statistics of x, layer by layer: with them, `apply(..., stats=)` maps x
-    exactly as `apply` in batch mode does, and maps any other rows the same way."""
+    """The batch-norm statistics of x, layer by layer: with them, `apply(..., stats=)` maps x as
+    `apply` in batch mode does (to round-off), and maps any other rows the same way."""
     return _forward(params, x, activation, None)[1]
 
 

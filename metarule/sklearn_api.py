@@ -23,14 +23,9 @@ EMBEDDING_DIM = 32  # train_base_model's embedding width, fixed at 32 as in the 
 # transform embeds rows in blocks of this many, the last one padded: with fixed statistics rows
 # are independent, so every call reuses one compiled program whatever its row count.
 TRANSFORM_BLOCK = 1024
-
-
-def _embed_block(params, stats, x, activation):
-    return base_model.embed(params, x, activation, stats)
-
-
-_embed_block_jit = jax.jit(_embed_block, static_argnums=3)
-_norm_stats_jit = jax.jit(base_model.norm_stats, static_argnums=2)
+# Module-level, so every Embedder of the same shapes shares one compilation.
+_embed_jit = jax.jit(base_model.embed, static_argnames="activation")
+_norm_stats_jit = jax.jit(base_model.norm_stats, static_argnames="activation")
 
 
 class Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -111,7 +106,7 @@ class Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         params = train.train_base_model(rule, X, self.steps, widths=tuple(self.widths),
                                         activation=self.activation, seed=self.seed,
                                         progress=self.progress)
-        stats = _norm_stats_jit(params, jnp.asarray(X, jnp.float32), self.activation)
+        stats = _norm_stats_jit(params, jnp.asarray(X, jnp.float32), activation=self.activation)
         # numpy, not device arrays: the fitted estimator then pickles and copies like any other.
         self.params_ = jax.tree_util.tree_map(np.asarray, params)
         self.norm_stats_ = jax.tree_util.tree_map(np.asarray, stats)
@@ -135,6 +130,7 @@ class Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         n = X.shape[0]
         padded = np.zeros((-(-n // TRANSFORM_BLOCK) * TRANSFORM_BLOCK, X.shape[1]), np.float32)
         padded[:n] = X
-        blocks = [_embed_block_jit(self.params_, self.norm_stats_, block, self.activation)
-                  for block in np.split(padded, len(padded) // TRANSFORM_BLOCK)]
-        return np.concatenate([np.asarray(b, np.float64) for b in blocks])[:n]
+        blocks = np.split(padded, len(padded) // TRANSFORM_BLOCK)
+        u = [_embed_jit(self.params_, block, activation=self.activation, stats=self.norm_stats_)
+             for block in blocks]
+        return np.concatenate([np.asarray(b, np.float64) for b in u])[:n]
