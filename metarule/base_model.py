@@ -73,30 +73,67 @@ def init(key: Array, cfg: BaseModelConfig, dtype=jnp.float32) -> Params:
 BN_EPS = 1e-8
 
 
-def batch_norm(x: Array, axes=(0,), eps: float = BN_EPS) -> Array:
-    """Normalise with batch statistics, no learned scale or offset."""
-    mean = jnp.mean(x, axis=axes, keepdims=True)
-    var = jnp.mean(jnp.square(x - mean), axis=axes, keepdims=True)
+class NormStats(NamedTuple):
+    """Fixed batch-norm statistics: per layer, the mean and variance of x^{l-1} W^l over a
+    reference set (inference-mode batch norm, as a network with running averages uses)."""
+    mean: tuple[Array, ...]  # (N^l,) per layer
+    var: tuple[Array, ...]   # (N^l,) per layer
+
+
+def normalize(x: Array, mean: Array, var: Array, eps: float = BN_EPS) -> Array:
     return (x - mean) * jax.lax.rsqrt(var + eps)
 
 
-def apply(params: Params, x: Array, activation: str = "relu") -> Activations:
-    """f(x; phi) of App.16: every pre- and post-activation, x^0 = (permuted) input."""
+def moments(x: Array, axes=(0,)) -> tuple[Array, Array]:
+    mean = jnp.mean(x, axis=axes, keepdims=True)
+    return mean, jnp.mean(jnp.square(x - mean), axis=axes, keepdims=True)
+
+
+def batch_norm(x: Array, axes=(0,), eps: float = BN_EPS) -> Array:
+    """Normalise with batch statistics, no learned scale or offset."""
+    return normalize(x, *moments(x, axes), eps)
+
+
+def _forward(params: Params, x: Array, activation: str,
+             stats: NormStats | None) -> tuple[Activations, NormStats]:
+    """The forward pass, normalising with `stats` or, if None, with each batch's own moments;
+    returns the activations and the statistics used."""
     if x.ndim != 2:
         raise ValueError(f"base model input must be 2-D (batch, features), got shape {x.shape}")
-    if x.shape[0] < 2:
+    if stats is None and x.shape[0] < 2:
         raise ValueError("batch norm needs a batch of at least 2 examples, got 1")
     act = activation_fn(activation)
     if params.perm is not None:
         x = x[:, params.perm]
-    xs, zs = [x], []
-    for layer in params.layers:
-        z = batch_norm(xs[-1] @ layer.w) + layer.b  # App.14
+    xs, zs, means, variances = [x], [], [], []
+    for l, layer in enumerate(params.layers):
+        y = xs[-1] @ layer.w
+        mean, var = moments(y) if stats is None else (stats.mean[l], stats.var[l])
+        z = normalize(y, mean, var) + layer.b  # App.14
         zs.append(z)
         xs.append(act(z))  # App.15
-    return Activations(tuple(xs), tuple(zs))
+        means.append(jnp.reshape(mean, (-1,)))
+        variances.append(jnp.reshape(var, (-1,)))
+    return Activations(tuple(xs), tuple(zs)), NormStats(tuple(means), tuple(variances))
 
 
-def embed(params: Params, x: Array, activation: str = "relu") -> Array:
+def apply(params: Params, x: Array, activation: str = "relu",
+          stats: NormStats | None = None) -> Activations:
+    """f(x; phi) of App.16: every pre- and post-activation, x^0 = (permuted) input.
+
+    Batch norm uses the statistics of x itself (the paper's, and the rule's, training mode: needs
+    at least 2 rows), or the fixed `stats` (inference mode: every row maps independently).
+    """
+    return _forward(params, x, activation, stats)[0]
+
+
+def norm_stats(params: Params, x: Array, activation: str = "relu") -> NormStats:
+    """The batch-norm statistics of x, layer by layer: with them, `apply(..., stats=)` maps x as
+    `apply` in batch mode does (to round-off), and maps any other rows the same way."""
+    return _forward(params, x, activation, None)[1]
+
+
+def embed(params: Params, x: Array, activation: str = "relu",
+          stats: NormStats | None = None) -> Array:
     """f-hat(x; phi) of App.17: the final hidden state x^L."""
-    return apply(params, x, activation).xs[-1]
+    return apply(params, x, activation, stats).xs[-1]

@@ -163,6 +163,10 @@ def model_embed_fn(params: base_model.Params, activation: str = "relu",
                    layer: int = -1) -> EmbedFn:
     """A numpy-in/numpy-out, jitted embedding of a base model; batch norm uses the batch given.
 
+    The paper's protocol, which `metarule eval` uses: labeled and test rows are embedded in one
+    call and normalised with that call's statistics. `metarule.Embedder.transform` instead
+    normalises with fixed statistics of its fit data, so that rows embed independently.
+
     Args:
       params: base model parameters.
       activation: the model's activation.

@@ -2,8 +2,9 @@
 each with a hand-written gradient (custom VJP).
 
 Mathematically these are plain operations (rule.py states them); they live here because XLA's CPU
-backend runs autodiff's version 1.4-1.6x slower, and because the wide convolutions use Winograd's
-minimal filtering. tests/test_kernels.py checks each against its plain formulation.
+backend runs autodiff's version 1.4-1.6x slower, and because on a CPU the wide convolutions use
+Winograd's minimal filtering (other backends take the plain stacked product, `winograd_tile`).
+tests/test_kernels.py checks each against its plain formulation.
 """
 from __future__ import annotations
 
@@ -88,7 +89,13 @@ WINOGRAD_MIN_CHANNELS = 32 * 32
 
 def winograd_tile(length: int, w_shape: tuple[int, int], c_in: int) -> int | None:
     """The largest Winograd tile that divides the convolved axis, for 3-tap convolutions wide
-    enough to gain; None for the stacked product."""
+    enough to gain on a CPU; None for the stacked product.
+
+    Only on a CPU: there the multiplies bound the time, while a GPU's matrix units run the one
+    stacked product faster than Winograd's many thin ones and its elementwise transforms.
+    """
+    if jax.default_backend() != "cpu":
+        return None
     if w_shape[0] != 3 * c_in or c_in * w_shape[1] < WINOGRAD_MIN_CHANNELS:
         return None
     return next((t for t in WINOGRAD if length % t == 0), None)
@@ -107,8 +114,8 @@ def conv1d(m: Array, w: Array, axis: int) -> Array:
     padding; w: (K * C_in, C_out) stacks the taps, the one before each position first.
 
     Circular, because neither axis has edges: batch order is arbitrary and the unit positions are
-    sin/cos features on a circle (App.81-82). Computed by Winograd's F(4, 3) or F(2, 3) where the
-    axis length allows and the channels are many, else as one matrix product over stacked
+    sin/cos features on a circle (App.81-82). On a CPU computed by Winograd's F(4, 3) or F(2, 3)
+    where the axis length allows and the channels are many, else as one matrix product over stacked
     neighbours. Its gradient is written out below (a custom VJP), so the rule can be
     differentiated in reverse mode only, as everything here does.
     """

@@ -54,3 +54,29 @@ def test_bn_relu_gradient_is_autodiffs():
         out, vjp = jax.vjp(lambda m: kernels.bn_relu(m, 1e-5), m)
         np.testing.assert_allclose(out, plain(m), rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(vjp(g)[0], jax.vjp(plain, m)[1](g)[0], rtol=1e-10, atol=1e-12)
+
+
+def test_other_backends_take_the_plain_convolution(monkeypatch):
+    """Winograd pays on a CPU only: under another backend conv1d is the stacked product, with
+    the same values and gradients."""
+    keys = jax.random.split(jax.random.PRNGKey(3), 3)
+    m = jax.random.normal(keys[0], (8, 6, 32))
+    w = jax.random.normal(keys[1], (3 * 32, 32)) / 32
+    g = jax.random.normal(keys[2], (8, 6, 32))
+    calls = []
+    winograd = kernels.winograd_conv3
+    monkeypatch.setattr(kernels, "winograd_conv3", lambda *a: calls.append(a) or winograd(*a))
+
+    def conv_and_grad():
+        out, vjp = jax.vjp(lambda m, w: kernels.conv1d(m, w, 0), m, w)
+        return out, *vjp(g)
+
+    on_cpu = conv_and_grad()
+    assert calls  # the wide convolution takes Winograd's F(4, 3) on a CPU
+    calls.clear()
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert kernels.winograd_tile(8, w.shape, 32) is None
+    on_gpu = conv_and_grad()
+    assert not calls
+    for got, want in zip(on_gpu, on_cpu):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
