@@ -1,7 +1,7 @@
 """The Embedder off its domain: 10-shot accuracy on a small tabular dataset against PCA and the
 raw features.
 
-    python scripts/embedder_tabular.py --seeds 10 > results/embedder_tabular.json
+    python research/embedder_tabular.py --seeds 10 > results/embedder_tabular.json
 
 scikit-learn's breast cancer data (569 x 30, 2 classes, bundled with scikit-learn) is split once,
 stratified, into halves (seed 0); the features are standardised with the first half's statistics.

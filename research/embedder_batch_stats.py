@@ -1,6 +1,6 @@
 """10-shot accuracy of the Embedder's features with each kind of batch-norm statistics.
 
-    python scripts/embedder_batch_stats.py --seeds 10 > results/embedder_batch_stats.json
+    python research/embedder_batch_stats.py --seeds 10 > results/embedder_batch_stats.json
 
 Per dataset, one Embedder (the shipped rule, 4 x 128, 500 steps, seed 0) is fit on the unlabeled
 training split, as `metarule train` does; it is then scored by `metarule eval`'s protocol (10
