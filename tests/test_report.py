@@ -41,7 +41,7 @@ def test_update_readme_rewrites_only_the_marked_block(tmp_path):
     assert text.startswith("intro\n") and text.endswith("\noutro\n")
     assert "old numbers" not in text
     assert "| 61.2 ± 1.0 |" in text and "| 30.0 ± 1.0 |" in text
-    assert "**demo**: `metarule demo`" in text  # the protocol behind the column is named
+    assert "**demo**: `metarule demo --out results`" in text  # the protocol behind the column is named
     assert "untrained rule" not in text.split("Protocols:")[0]  # a diverged method has no cell
     assert "61.2 ± 1.0" in (results / "README.md").read_text()
 
