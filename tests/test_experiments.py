@@ -1,9 +1,10 @@
 """Every experiment end to end at its tiny size, then the report built from their results."""
 import json
 
+import numpy as np
 import pytest
 
-from metarule import cli, experiments, report
+from metarule import catalog, cli, experiments, report, train
 
 RULE = "init:oja"  # a cheap, deterministic rule; the default would be the first shipped one
 
@@ -25,18 +26,72 @@ def run_dir(tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("name", [n for n in experiments.EXPERIMENTS if n != "meta-curves"])
-def test_experiment_tiny(name, out):
-    result = experiments.run_experiment(name, "tiny", RULE, out, progress=False)
+TINY_RUNS = [n for n in experiments.EXPERIMENTS if n != "meta-curves"]
+
+
+@pytest.fixture(scope="module")
+def results(out):
+    """Every experiment but meta-curves run once at its tiny size; name -> returned result."""
+    return {name: experiments.run_experiment(name, "tiny", RULE, out, progress=False)
+            for name in TINY_RUNS}
+
+
+def scores(tree, path=""):
+    """Every score record (a dict with per-draw `accuracies` and their `mean`) in a result."""
+    if isinstance(tree, dict):
+        if "accuracies" in tree and "mean" in tree:
+            yield path, tree
+        for key, value in tree.items():
+            yield from scores(value, f"{path}/{key}")
+    elif isinstance(tree, list):
+        for i, value in enumerate(tree):
+            yield from scores(value, f"{path}[{i}]")
+
+
+@pytest.mark.parametrize("name", TINY_RUNS)
+def test_experiment_tiny(name, results, out):
     saved = json.loads((out / f"{name}.json").read_text())
     assert (out / f"{name}.png").stat().st_size > 1000
     assert saved["experiment"] == name and saved["size"] == "tiny"
-    if experiments.module(name).USES_RULE:
-        assert saved["rule"]["spec"] == RULE and len(saved["rule"]["sha256"]) == 12
+    if experiments.module(name).USES_RULE:  # the recorded rule is the one asked for
+        assert saved["rule"]["spec"] == RULE
+        assert saved["rule"]["sha256"] == train.theta_digest(catalog.load_rule(RULE).theta)
     assert saved["command"] == f"metarule experiment {name} --tiny --rule {RULE} --out {out}"
-    assert saved == json.loads(json.dumps(result))
+    # each reported mean and standard error is that of the draws it lists
+    for path, record in scores(saved):
+        acc = record["accuracies"]
+        assert len(acc) >= 2, path
+        np.testing.assert_allclose(record["mean"], np.mean(acc), rtol=1e-12, err_msg=path)
+        np.testing.assert_allclose(record["stderr"], np.std(acc, ddof=1) / np.sqrt(len(acc)),
+                                   rtol=1e-9, atol=1e-12, err_msg=path)
     assert experiments.module(name).summary(saved)
     assert experiments.module(name).reading(saved).endswith(".")
+
+
+def test_experiments_agree_on_a_shared_setting(results):
+    """permutation's intact curve, widths-depths' 16x16 curve and the datasets table's init:oja
+    row are one measurement (rule, data subset, network, steps and draws alike): equal numbers."""
+    intact = results["permutation"]["datasets"]["mnist14"]["intact"]
+    by_width = results["widths-depths"]["by_width"]["16"]
+    assert [(r["step"], r["accuracies"]) for r in intact] == \
+        [(r["step"], r["accuracies"]) for r in by_width]
+    rows = {r["method"]: r for r in results["datasets"]["datasets"]["mnist14"]}
+    assert [(r["step"], r["accuracies"]) for r in rows[RULE]["curve"]] == \
+        [(r["step"], r["accuracies"]) for r in intact[1:]]
+    assert rows["random init"]["accuracies"] == intact[0]["accuracies"]  # step 0: the init
+
+
+def test_experiment_accuracies_clear_chance(results):
+    """Floors well above chance where the method is known to work even at the tiny size (so a
+    broken readout, label order or data split fails); measured values in the comments."""
+    rows = {r["method"]: r for r in results["datasets"]["datasets"]["mnist14"]}
+    assert rows["PCA"]["mean"] > 0.6                        # 10-way; measured 0.78
+    assert rows["supervised"]["mean"] > rows["random init"]["mean"] + 0.1  # 0.56 vs 0.355
+    assert all(r["mean"] > 0.25 for r in rows.values())    # every method; measured >= 0.355
+    protonet = results["protonets-shuffle"]["rows"][0]
+    assert protonet["method"] == "protonet, intact" and protonet["mean"] > 0.45  # 5-way; 0.72
+    moons = results["embeddings"]["datasets"]["moons"]["accuracy"]
+    assert min(moons["before"]["mean"], moons["after"]["mean"]) > 0.75  # 2-way; 0.885, 0.8875
 
 
 def test_meta_curves(run_dir, out):

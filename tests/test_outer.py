@@ -87,11 +87,37 @@ def test_curriculum_and_schedule():
     early = [outer.unroll_length(cfg, 0, rng) for _ in range(200)]
     late = [outer.unroll_length(cfg, 500, rng) for _ in range(200)]
     assert min(early) == 2 and max(early) == 4 and min(late) == 8 and max(late) == 15
-    schedule_cfg = outer.MetaTrainConfig(lr_boundaries=(10, 20))
-    opt = outer.optimizer(schedule_cfg)
-    assert opt is not None
     with pytest.raises(ConfigError):
         outer.MetaTrainConfig(lr_values=(1e-3,), lr_boundaries=(10,))
+
+
+@pytest.mark.parametrize("preset", ["cpu", "paper"])
+def test_learning_rate_schedule_boundaries(preset):
+    """Adam's first moment over its root second moment is 1 for a constant gradient, so each
+    outer step moves theta by the schedule's learning rate at that step: the value of each piece
+    holds up to the step before its boundary and the next one starts at the boundary."""
+    cfg = outer.default_config(preset)
+    opt = outer.optimizer(cfg)
+    grad = jnp.ones(())  # norm 1: below the clip norm, so clipping leaves it alone
+
+    def step(state, _):
+        updates, state = opt.update(grad, state)
+        return state, updates
+
+    _, moves = jax.lax.scan(step, opt.init(grad), None, length=cfg.lr_boundaries[-1] + 2)
+    lrs = -np.asarray(moves)
+    edges = (0, *cfg.lr_boundaries)
+    for piece, (start, value) in enumerate(zip(edges, cfg.lr_values)):
+        np.testing.assert_allclose(lrs[start], value, rtol=1e-4,  # float32
+                                   err_msg=f"piece {piece} start")
+        if piece + 1 < len(edges):
+            np.testing.assert_allclose(lrs[edges[piece + 1] - 1], value, rtol=1e-4,
+                                       err_msg=f"piece {piece} end")
+    np.testing.assert_allclose(lrs[-1], cfg.lr_values[-1], rtol=1e-4)
+    if preset == "paper":  # App. H.2: 3e-4, then 1e-4 from step 100k, then 2e-5 from 150k
+        assert cfg.lr_values == (3e-4, 1e-4, 2e-5) and cfg.lr_boundaries == (100_000, 150_000)
+    clipped, _ = opt.update(jnp.full((), 50.0), opt.init(grad))  # norm 50 -> 5, same Adam step
+    np.testing.assert_allclose(-clipped, cfg.lr_values[0], rtol=1e-4)
 
 
 def test_sigterm_ends_a_run_with_a_final_checkpoint(tmp_path):

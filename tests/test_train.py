@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metarule import catalog, inner, train
+from metarule import catalog, data, evaluate, inner, train
 from metarule.experiments import common
 from metarule.runtime import all_finite
 
@@ -50,13 +50,38 @@ def test_train_save_load_evaluate_round_trip(ds, rule, tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     result = train.evaluate_model(tmp_path / "m", "mnist14", shots=10, seeds=2)
     assert result["dataset"] == "mnist14" and len(result["accuracies"]) == 2
-    assert 0.15 < result["mean"] <= 1.0  # well above 10% chance even when barely trained
+    full = data.load("mnist14")  # what was scored is the saved model, on the whole dataset
+    direct = evaluate.few_shot_accuracy(evaluate.model_embed_fn(params), full.x_train,
+                                        full.y_train, full.x_test, full.y_test, 10, 2)
+    np.testing.assert_allclose(result["accuracies"], direct.accuracies, atol=1e-3)
 
 
 def test_training_is_seeded(ds, rule):
-    a, b = (train.train_base_model(rule, ds.x_train, 2, WIDTHS, seed=1, chunk=2, progress=False)
-            for _ in range(2))
-    np.testing.assert_array_equal(np.asarray(a.layers[0].w), np.asarray(b.layers[0].w))
+    """Two runs with one seed agree bit for bit (init, permutation and batch order); another
+    seed gives another model."""
+    a, b, c = (train.train_base_model(rule, ds.x_train, 4, WIDTHS, permute=True, seed=seed,
+                                      chunk=2, progress=False) for seed in (1, 1, 2))
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert not np.allclose(np.asarray(a.layers[0].w), np.asarray(c.layers[0].w))
+
+
+def test_shipped_rule_beats_random_initialisation(ds):
+    """Protocol: base model 196 -> 16 -> 16 -> 32 (relu), seed 0; the shipped rule `cpu-oja-v0`
+    applied for 100 unlabeled batches of mnist14's first 300 training images; 10-shot logistic
+    accuracy (5 draws) on its first 200 test images, against the same network at step 0.
+    Measured: 0.364 -> 0.585 (seed 0; +0.29 and +0.16 at seeds 1 and 2), while a rule that does
+    nothing (every merge weight 0) stays within 0.005 of step 0 and `init:oja` gains 0.10-0.23."""
+    shipped = catalog.load_rule("cpu-oja-v0")
+    accuracy = {}
+
+    def score(step, params):
+        accuracy[step] = evaluate.few_shot_accuracy(
+            evaluate.model_embed_fn(params), ds.x_train, ds.y_train, ds.x_test, ds.y_test,
+            shots=10, seeds=5).mean
+    train.train_base_model(shipped, ds.x_train, 100, WIDTHS, seed=0, chunk=50, progress=False,
+                           callback=score)
+    assert accuracy[100] > accuracy[0] + 0.1, accuracy
 
 
 def test_diverging_rule_is_reported(ds, rule, monkeypatch):
