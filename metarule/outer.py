@@ -506,7 +506,7 @@ def restart_rate(bar) -> None:
     n = bar.n
     bar.reset(total=bar.total)
     bar.initial = bar.n = n
-    bar.set_description(bar.desc.split(" (compiling")[0])
+    bar.set_description_str(bar.desc.split(" (compiling")[0])
 
 
 class SigtermStop:
