@@ -4,8 +4,11 @@ metarule.meta's meta-gradient, each in a fresh process with JAX's compilation ca
 Run alone on an idle machine, e.g.
     python benchmarks/bench_compile.py --presets cpu,paper
 Prints a Markdown table with, per program, the seconds spent tracing the Python code into a
-jaxpr, lowering it to StableHLO, and compiling it with XLA, the size of the lowered program
-(StableHLO lines, which compile time follows), and one call of the compiled program.
+jaxpr, lowering it to StableHLO, and compiling it with XLA, their total, the CPU time of that
+total (all threads; on a busy machine closer than the wall time to what an idle one takes), the
+size of the lowered program (StableHLO lines, which compile time follows), and one call of the
+compiled program. The per-step meta-gradient is many small programs: its compile time is its
+first call less its second.
 
 `--variants` compiles the outer step with one thing changed at a time, to show what its compile
 time is made of (see VARIANTS).
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -43,6 +47,7 @@ VARIANTS = {
     "no_custom_vjp": "plain convolutions and batch norm (autodiff, no custom VJPs)",
     "no_remat": "no jax.checkpoint around the scanned step",
     "inner_grad": "value_and_grad of a single rule step and its meta-objective, no scan",
+    "xla_opt0": "XLA_FLAGS=--xla_backend_optimization_level=0 (less LLVM optimisation)",
 }
 
 
@@ -70,20 +75,23 @@ def staged(fn, args) -> dict:
     """Trace, lower and compile `fn` for `args` one stage at a time, then call it once."""
     import jax
 
-    t0 = time.perf_counter()
+    cpu0, t0 = time.process_time(), time.perf_counter()
     traced = jax.jit(fn).trace(*args)
     t1 = time.perf_counter()
     lowered = traced.lower()
     t2 = time.perf_counter()
     compiled = lowered.compile()
-    t3 = time.perf_counter()
+    cpu3, t3 = time.process_time(), time.perf_counter()
     jax.block_until_ready(compiled(*args))
     t4 = time.perf_counter()
     return dict(trace_s=t1 - t0, lower_s=t2 - t1, compile_s=t3 - t2, run_s=t4 - t3,
-                hlo_lines=lowered.as_text().count("\n"))
+                cpu_s=cpu3 - cpu0, hlo_lines=lowered.as_text().count("\n"))
 
 
 def child(preset_name: str, program: str, variant: str | None) -> dict:
+    if variant == "xla_opt0":  # read when the backend starts, so before jax is imported
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                                   + " --xla_backend_optimization_level=0")
     import jax
 
     jax.config.update("jax_enable_compilation_cache", False)
@@ -110,12 +118,13 @@ def child(preset_name: str, program: str, variant: str | None) -> dict:
         one = jax.tree_util.tree_map(lambda a: a[0], (params, batches[:, 0]))
         return staged(lambda th, p, x: rule.unsupervised_update(th, p, x, cfg), (theta, *one))
     if program == "per_step":  # many small programs: time the first call against the second
-        times = []
+        times, cpu = [], []
         for _ in range(2):
-            t = time.perf_counter()
+            c, t = time.process_time(), time.perf_counter()
             jax.block_until_ready(truncated.truncated_grad(theta, params, batches, labeled, cfg))
             times.append(time.perf_counter() - t)
-        return dict(compile_s=times[0] - times[1], run_s=times[1])
+            cpu.append(time.process_time() - c)
+        return dict(compile_s=times[0] - times[1], run_s=times[1], cpu_s=cpu[0] - cpu[1])
     if program == "meta":
         from metarule import meta
 
@@ -161,9 +170,9 @@ def main():
     import jax
     print(f"jax {jax.__version__}, backend {jax.default_backend()}; each row a fresh process, "
           f"compilation cache off; M={TASKS} tasks, U={UNROLL}, {SHOTS} shots")
-    print("| preset | program | trace s | lower s | XLA compile s | total s | StableHLO lines "
-          "| first call s |")
-    print("|" + "---|" * 8)
+    print("| preset | program | trace s | lower s | XLA compile s | total s | CPU s "
+          "| StableHLO lines | first call s |")
+    print("|" + "---|" * 9)
     runs = [(p, prog, "-") for p in args.presets.split(",") for prog in args.programs.split(",")]
     runs += [(p, "outer", v) for p in args.presets.split(",") for v in args.variants.split(",")
              if v]
@@ -176,7 +185,7 @@ def main():
         cells = [format(r[key], spec) if key in r else "—"
                  for key, spec in (("trace_s", ".1f"), ("lower_s", ".1f"), ("hlo_lines", "d"))]
         print(f"| {preset_name} | {name} | {cells[0]} | {cells[1]} | "
-              f"{r['compile_s']:.1f} | {total:.1f} | {cells[2]} | "
+              f"{r['compile_s']:.1f} | {total:.1f} | {r['cpu_s']:.1f} | {cells[2]} | "
               f"{r['run_s']:.2f} |", flush=True)
 
 
