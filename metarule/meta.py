@@ -49,8 +49,41 @@ def init_task_state(key: Array, model: BaseModelConfig) -> TaskState:
     return TaskState(base_model.init(init_key, model), jnp.zeros((), jnp.int32), data_key)
 
 
+class _Unrolls:
+    """What both steps derive from their `_losses` (per-task meta-losses and the new state)."""
+
+    def meta_loss(self, theta: rule.Theta, state: TaskState, batches: Array, labeled: FewShot
+                  ) -> tuple[Array, TaskState]:
+        """(mean meta-objective of the U states reached, averaged over tasks, and the state
+        after the truncation). Not jitted, so that it composes with any transformation
+        (value_and_grad, vmap, ...).
+
+        Args:
+          state: the task's state (VectorizedTruncatedStep: the tasks', stacked).
+          batches: (U, B, N^0) unlabeled batches, one per application of the rule
+            (VectorizedTruncatedStep: (num_tasks, U, B, N^0)).
+          labeled: the labeled examples the meta-objective scores after every step.
+        """
+        losses, state = self._losses(theta, state, batches, labeled)
+        return jnp.mean(losses), state
+
+    @partial(jax.jit, static_argnames=("self",))
+    def unroll_step(self, theta: rule.Theta, state: TaskState, batches: Array, labeled: FewShot
+                    ) -> tuple[TaskState, Array]:
+        """Apply the rule once per batch: (the state after the truncation, the meta-loss: a
+        scalar, or one per task (num_tasks,) for VectorizedTruncatedStep)."""
+        losses, state = self._losses(theta, state, batches, labeled)
+        return state, losses
+
+    @partial(jax.jit, static_argnames=("self",))
+    def meta_loss_and_grad(self, theta: rule.Theta, state: TaskState, batches: Array,
+                           labeled: FewShot) -> tuple[tuple[Array, TaskState], rule.Theta]:
+        """((meta-loss, state after the truncation), d meta-loss / d theta)."""
+        return jax.value_and_grad(self.meta_loss, has_aux=True)(theta, state, batches, labeled)
+
+
 @dataclass(frozen=True, kw_only=True)
-class TruncatedStep:
+class TruncatedStep(_Unrolls):
     """Truncated unrolls of the learned rule on one task.
 
     Attributes:
@@ -105,16 +138,7 @@ class TruncatedStep:
         support, query = rows[:, :shots].T.ravel(), rows[:, shots:].T.ravel()
         return batches, FewShot(x[support], y[support], x[query], y[query])
 
-    def meta_loss(self, theta: rule.Theta, state: TaskState, batches: Array, labeled: FewShot
-                  ) -> tuple[Array, TaskState]:
-        """(mean meta-objective of the U states reached, the state after the truncation).
-
-        Not jitted, so that it composes with any transformation (value_and_grad, vmap, ...).
-
-        Args:
-          batches: (U, B, N^0) unlabeled batches, one per application of the rule.
-          labeled: the labeled examples the meta-objective scores after every step.
-        """
+    def _losses(self, theta, state, batches, labeled):
         onehot = partial(jax.nn.one_hot, num_classes=self.num_classes, dtype=batches.dtype)
         targets = truncated.LabeledBatch(labeled.x_support, onehot(labeled.y_support),
                                          labeled.x_query, onehot(labeled.y_query))
@@ -122,22 +146,9 @@ class TruncatedStep:
                                                   self.rule, self.activation, self.l2)
         return loss, state._replace(params=params, inner_step=state.inner_step + len(batches))
 
-    @partial(jax.jit, static_argnames=("self",))
-    def unroll_step(self, theta: rule.Theta, state: TaskState, batches: Array, labeled: FewShot
-                    ) -> tuple[TaskState, Array]:
-        """Apply the rule once per batch: (the state after the truncation, its meta-loss)."""
-        loss, state = self.meta_loss(theta, state, batches, labeled)
-        return state, loss
-
-    @partial(jax.jit, static_argnames=("self",))
-    def meta_loss_and_grad(self, theta: rule.Theta, state: TaskState, batches: Array,
-                           labeled: FewShot) -> tuple[tuple[Array, TaskState], rule.Theta]:
-        """((meta-loss, state after the truncation), d meta-loss / d theta)."""
-        return jax.value_and_grad(self.meta_loss, has_aux=True)(theta, state, batches, labeled)
-
 
 @dataclass(frozen=True, kw_only=True)
-class VectorizedTruncatedStep:
+class VectorizedTruncatedStep(_Unrolls):
     """`step` on `num_tasks` tasks at once: theta is shared, the states, batches and labeled
     examples carry a leading task axis of length num_tasks; losses and gradients are the means
     over tasks (so they do not scale with num_tasks)."""
@@ -160,28 +171,9 @@ class VectorizedTruncatedStep:
         return jax.vmap(lambda s: self.step.sample_data(s, x, y, unroll=unroll, shots=shots))(
             states)
 
-    def meta_loss(self, theta: rule.Theta, states: TaskState, batches: Array, labeled: FewShot
-                  ) -> tuple[Array, TaskState]:
-        """(meta-loss averaged over tasks, the states after the truncation); not jitted."""
-        losses, states = self._per_task(theta, states, batches, labeled)
-        return jnp.mean(losses), states
-
-    def _per_task(self, theta, states, batches, labeled):
+    def _losses(self, theta, states, batches, labeled):
         if len(batches) != self.num_tasks:
             raise ValueError(f"batches have {len(batches)} tasks on their leading axis, the "
                              f"step was made for num_tasks={self.num_tasks}")
-        return jax.vmap(self.step.meta_loss, in_axes=(None, 0, 0, 0))(theta, states, batches,
-                                                                      labeled)
-
-    @partial(jax.jit, static_argnames=("self",))
-    def unroll_step(self, theta: rule.Theta, states: TaskState, batches: Array,
-                    labeled: FewShot) -> tuple[TaskState, Array]:
-        """(the states after the truncation, each task's meta-loss (num_tasks,))."""
-        losses, states = self._per_task(theta, states, batches, labeled)
-        return states, losses
-
-    @partial(jax.jit, static_argnames=("self",))
-    def meta_loss_and_grad(self, theta: rule.Theta, states: TaskState, batches: Array,
-                           labeled: FewShot) -> tuple[tuple[Array, TaskState], rule.Theta]:
-        """((meta-loss averaged over tasks, states after the truncation), its gradient)."""
-        return jax.value_and_grad(self.meta_loss, has_aux=True)(theta, states, batches, labeled)
+        return jax.vmap(self.step._losses, in_axes=(None, 0, 0, 0))(theta, states, batches,
+                                                                    labeled)
