@@ -91,7 +91,7 @@ def test_loss_is_unroll_loss_with_one_hot_labels(tasks):
     targets = truncated.LabeledBatch(labeled.x_support, onehot(labeled.y_support),
                                      labeled.x_query, onehot(labeled.y_query))
     expected, (params, _) = jax.jit(jax.vmap(
-        lambda p, b, lb: truncated.unroll_loss(theta, p, b, lb, step.step.rule)))(
+        lambda p, b, lb: truncated.unroll_loss(theta, p, b, lb, step.step.rule, kept=1)))(
             states.params, batches, targets)
     np.testing.assert_allclose(losses, expected, rtol=1e-5)
     np.testing.assert_allclose(ravel_pytree(new.params)[0], ravel_pytree(params)[0], rtol=1e-5,
@@ -145,6 +145,7 @@ def test_sampled_data_is_balanced_disjoint_and_a_function_of_the_state(tasks, mn
     (dict(num_classes=1), "num_classes"),
     (dict(num_classes=10, activation="gelu"), "activation"),
     (dict(num_classes=10, l2=0.0), "l2"),
+    (dict(num_classes=10, kept=-1), "kept"),
 ])
 def test_bad_settings_say_which(kwargs, message):
     with pytest.raises(ConfigError, match=message):
