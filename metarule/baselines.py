@@ -25,6 +25,7 @@ from sklearn.decomposition import PCA
 from metarule import base_model
 from metarule.config import BaseModelConfig
 from metarule.evaluate import EmbedFn, EvalResult, model_embed_fn, stderr
+from metarule.runtime import check_stop
 
 Array = jax.Array
 
@@ -90,6 +91,7 @@ def _fit(loss_fn: Callable, params, data, lr: float, steps: int, key: Array,
     if on_eval is not None:
         on_eval(0, params)
     for start in range(0, steps, every):
+        check_stop()
         params, opt_state, chunk = run(params, opt_state, data, keys[start:start + every])
         losses.append(np.asarray(chunk))
         if on_eval is not None:

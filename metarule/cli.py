@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import signal
 import sys
 import threading
 from pathlib import Path
 
 from metarule.config import ConfigError
+from metarule.runtime import StopSignals, Terminated, enable_compilation_cache
 
 EXIT_USAGE, EXIT_STOPPED, EXIT_INTERRUPTED = 2, 1, 130
 
@@ -448,27 +448,6 @@ def build_parser() -> Parser:
 
 # ----------------------------------------------------------------------------- errors and signals
 
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread (a BaseException, like KeyboardInterrupt, so that no
-    `except Exception` swallows it)."""
-
-
-class SigtermAsException:
-    """While installed, SIGTERM raises Terminated. meta-train installs its own handler over this
-    one for its run (outer.SigtermStop: a final checkpoint, then SystemExit with a message)."""
-
-    def __init__(self):
-        self.received = False
-        self.previous = signal.signal(signal.SIGTERM, self._handler)
-
-    def _handler(self, signum, frame):
-        self.received = True  # the exception is lost if it lands in a gc callback
-        raise Terminated()
-
-    def restore(self) -> None:
-        signal.signal(signal.SIGTERM, self.previous)
-
-
 def failure(e: BaseException) -> tuple[int, str] | None:
     """(exit status, one-line message) for an expected failure; None for a bug."""
     from metarule import catalog, data, train
@@ -496,14 +475,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     as_json = "--json" in argv
     on_main = threading.current_thread() is threading.main_thread()
-    sigterm = SigtermAsException() if on_main else None  # signals reach the main thread only
+    stop = StopSignals() if on_main else None  # signals reach the main thread only
     try:
-        from metarule.runtime import enable_compilation_cache
         enable_compilation_cache()
         args = build_parser().parse_args(argv)
         status = args.func(args)
-        if sigterm is not None and sigterm.received:
-            raise Terminated()
+        if stop is not None:
+            stop.check()  # a signal that came during the last stretch of work
         return status
     except BaseException as e:  # noqa: BLE001 -- sorted by `failure`; a bug re-raises
         known = failure(e)
@@ -515,8 +493,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"error": bare}) if as_json else message, file=sys.stderr)
         return status
     finally:
-        if sigterm is not None:
-            sigterm.restore()
+        if stop is not None:
+            stop.restore()
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import numpy as np
 import optax
 
 from metarule import outer, truncated
-from metarule.runtime import all_finite, enable_compilation_cache
+from metarule.runtime import all_finite, check_stop, enable_compilation_cache
 from metarule.config import ConfigError
 
 try:
@@ -445,6 +445,7 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
     try:
         while (not stop.requested and time.monotonic() < deadline
                and (last_step is None or driver.step < last_step)):
+            check_stop()  # Ctrl-C (KeyboardInterrupt): the final checkpoint below
             driver.evaluate(cfg.eval_every_s)
             ready, _ = ray.wait(list(pool.pending), num_returns=1, timeout=1.0)
             row = driver.receive(ready[0]) if ready else None

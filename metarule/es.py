@@ -37,7 +37,7 @@ from metarule import catalog, inner, outer, subspace
 from metarule.config import ConfigError
 from metarule.meta_objective import meta_objective
 from metarule.outer import MetaTrainConfig
-from metarule.runtime import all_finite, enable_compilation_cache
+from metarule.runtime import all_finite, check_stop, enable_compilation_cache
 from metarule.tasks import TaskSampler
 
 ESTIMATORS = ("es", "pes")
@@ -356,6 +356,7 @@ def run(cfg: ESConfig, run_dir: str | Path, hours: float | None = None,
     try:
         while (not stop.requested and time.monotonic() < deadline
                and (last_step is None or state.generation < last_step)):
+            check_stop()  # Ctrl-C (KeyboardInterrupt): the final checkpoint below
             if time.monotonic() - last_eval >= meta.eval_every_s > 0:
                 _evaluate_mean(run_dir, cfg, theta0, algo, state, held_out, log)
                 last_eval = time.monotonic()

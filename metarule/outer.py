@@ -34,7 +34,7 @@ import optax
 
 from metarule import base_model, catalog, memory, truncated
 from metarule.config import BaseModelConfig, ConfigError, RuleConfig, preset as get_preset
-from metarule.runtime import all_finite, enable_compilation_cache
+from metarule.runtime import all_finite, check_stop, enable_compilation_cache
 from metarule.tasks import AUG_TARGETS, Task, TaskConfig, TaskSampler
 
 
@@ -588,6 +588,7 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
     try:
         while (not stop.requested and time.monotonic() < deadline
                and (last_step is None or state.step < last_step)):
+            check_stop()  # Ctrl-C (KeyboardInterrupt): the final checkpoint below
             if time.monotonic() - last_eval >= cfg.eval_every_s > 0:
                 evals = evaluate_theta(state.theta, cfg, held_out)
                 for row in evals:

@@ -1,6 +1,8 @@
 """Process-wide JAX settings every entry point shares, and the pytree check they all use."""
 from __future__ import annotations
 
+import signal
+
 import jax
 import numpy as np
 
@@ -23,3 +25,50 @@ def enable_compilation_cache() -> None:
 def all_finite(tree) -> bool:
     """Whether every leaf of a pytree of arrays is free of NaN and inf."""
     return all(bool(np.isfinite(leaf).all()) for leaf in jax.tree_util.tree_leaves(tree))
+
+
+# ----------------------------------------------------------------------------- stopping
+
+class Terminated(BaseException):
+    """SIGTERM (a BaseException, like KeyboardInterrupt, so that no `except Exception` hides
+    it)."""
+
+
+class StopSignals:
+    """SIGTERM and SIGINT while a command runs: the first one only records the request, which the
+    long loops act on between their jitted chunks (`check_stop`), because an exception raised
+    inside a signal handler can land in a JAX callback and be lost or crash the process; a
+    second one of the same kind raises at once."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self.previous = {s: signal.signal(s, self._handler)
+                         for s in (signal.SIGTERM, signal.SIGINT)}
+        _ACTIVE.append(self)
+
+    def _handler(self, signum, frame):
+        if self.received == signum:
+            raise _exception(signum)
+        self.received = signum
+
+    def check(self) -> None:
+        if self.received is not None:
+            raise _exception(self.received)
+
+    def restore(self) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+        _ACTIVE.remove(self)
+
+
+_ACTIVE: list[StopSignals] = []
+
+
+def _exception(signum) -> BaseException:
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def check_stop() -> None:
+    """Raise Terminated or KeyboardInterrupt if a stop signal arrived (a safe point of a loop)."""
+    for stop in _ACTIVE:
+        stop.check()

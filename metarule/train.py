@@ -25,7 +25,7 @@ from metarule import base_model, catalog, data, evaluate, inner, memory
 from metarule.catalog import Rule
 from metarule.config import BaseModelConfig, preset as get_preset
 from metarule.rule import check_inputs
-from metarule.runtime import all_finite
+from metarule.runtime import all_finite, check_stop
 
 DEFAULT_WIDTHS = (128, 128, 128, 128)
 PARAMS_FILE, RECORD_FILE = "params.npz", "record.json"
@@ -174,6 +174,7 @@ def train_base_model(rule: Rule, x_unlabeled: np.ndarray, steps: int,
                                                activation).compile()
                 bar.set_description("inner training", refresh=False)
                 bar.reset(total=steps)
+            check_stop()
             params = run_chunk(rule.theta, params, x)
             done += size
             if not all_finite(params):

@@ -1,4 +1,6 @@
 """Training a base model with a rule, saving, loading and scoring it (tiny shapes)."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -88,8 +90,12 @@ def test_diverging_rule_is_reported(ds, rule, monkeypatch):
     # A finite theta that drives the model to NaN (a NaN theta is refused before training:
     # tests/test_rule_inputs.py).
     unroll = inner.unroll
-    monkeypatch.setattr(inner, "unroll", lambda *args: jax.tree_util.tree_map(
-        lambda p: p * jnp.nan, unroll(*args)))
+
+    @functools.partial(jax.jit, static_argnames=("cfg", "activation"))
+    def to_nan(theta, params, x, cfg, activation):
+        return jax.tree_util.tree_map(lambda p: p * jnp.nan,
+                                      unroll(theta, params, x, cfg, activation))
+    monkeypatch.setattr(inner, "unroll", to_nan)
     with pytest.raises(train.TrainError, match="NaN/inf by inner step 2"):
         train.train_base_model(rule, ds.x_train, 2, WIDTHS, chunk=2, progress=False)
 
