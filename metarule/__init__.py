@@ -1,7 +1,7 @@
 """metarule: meta-learned unsupervised learning rules (Metz et al., ICLR 2019) in JAX."""
 from importlib import metadata as _metadata
 
-from metarule import base_model, meta_objective
+from metarule import base_model, meta, meta_objective
 from metarule.config import BaseModelConfig, ConfigError, RuleConfig, preset
 from metarule.catalog import load_rule, shipped_rules
 
@@ -27,6 +27,7 @@ __all__ = [
     "__version__",
     "base_model",
     "load_rule",
+    "meta",
     "meta_objective",
     "preset",
     "shipped_rules",

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from metarule import base_model, rule, truncated
 from metarule.config import ACTIVATIONS, BaseModelConfig, ConfigError, RuleConfig
 from metarule.meta_objective import RIDGE_L2
+from metarule.runtime import enable_compilation_cache
 
 Array = jax.Array
 
@@ -114,6 +115,7 @@ class TruncatedStep(_Unrolls):
             raise ConfigError(f"l2 must be > 0, got {self.l2}")
         if self.kept < 0:
             raise ConfigError(f"kept must be >= 0, got {self.kept}")
+        enable_compilation_cache()  # a second process reads the compiled step from disk
 
     @partial(jax.jit, static_argnames=("self", "unroll", "shots"))
     def sample_data(self, state: TaskState, x: Array, y: Array, *, unroll: int, shots: int
