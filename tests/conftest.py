@@ -1,11 +1,13 @@
-"""The test session compiles without JAX's persistent compilation cache. Subprocess tests kill
-processes mid-run (kill -9); JAX writes a cache entry in place, so such a kill can leave one
-half-written, and loading a bad entry crashed the reading process (a C++ exception in jaxlib's
-executable loader). Subprocesses and Ray workers inherit the setting through the environment."""
-import os
+"""Session-wide test settings."""
+import jax
+import pytest
 
-os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "false"
 
-import jax  # noqa: E402
-
-jax.config.update("jax_enable_compilation_cache", False)
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Free each test module's compiled programs when it ends. Every CPU executable holds memory
+    mappings (the kernel allows 65,530 per process); with all of the suite's programs alive in
+    one process, a compile late in the run failed and the C++ exception reporting it crashed
+    the process in libgcc's unwinder."""
+    yield
+    jax.clear_caches()
