@@ -191,9 +191,8 @@ class ESState(NamedTuple):
     elapsed_s: float
 
 
-def theta_of(cfg: ESConfig, theta0: dict, algo, state: ESState) -> dict:
+def theta_of(space: subspace.Subspace, algo, state: ESState) -> dict:
     """The theta at the strategy's mean."""
-    space = subspace.make(theta0, cfg.subspace)
     return space.to_theta(algo.get_mean(jax.tree_util.tree_map(jnp.asarray, state.search)))
 
 
@@ -250,10 +249,6 @@ def card(run_dir: Path, cfg: ESConfig, state: ESState) -> dict:
             "subspace": list(cfg.subspace)}
 
 
-def config_dict(cfg: ESConfig) -> dict:
-    return dataclasses.asdict(cfg)
-
-
 def config_from_dict(d: dict) -> ESConfig:
     def tuples(x):
         return {k: tuple(v) if isinstance(v, list) else v for k, v in x.items()}
@@ -262,7 +257,7 @@ def config_from_dict(d: dict) -> ESConfig:
 
 def save_checkpoint(run_dir: Path, cfg: ESConfig, state: ESState, theta: dict) -> None:
     outer._atomic_write(run_dir / "checkpoint.pkl",
-                        pickle.dumps({"state": state, "config": config_dict(cfg)}))
+                        pickle.dumps({"state": state, "config": dataclasses.asdict(cfg)}))
     catalog.save_rule(run_dir / "theta.npz", theta, cfg.meta.rule_cfg, card(run_dir, cfg, state))
 
 
@@ -327,10 +322,11 @@ def run(cfg: ESConfig, run_dir: str | Path, hours: float | None = None,
     else:
         outer.trim_metrics(run_dir, lambda row: False)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(config_dict(cfg), indent=1))
+    (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     theta0 = catalog.start_theta(cfg.meta.init, cfg.meta.rule_cfg,
                                  jax.random.PRNGKey(cfg.meta.seed))
-    algo, params = strategy(cfg, subspace.make(theta0, cfg.subspace).dim)
+    space = subspace.make(theta0, cfg.subspace)
+    algo, params = strategy(cfg, space.dim)
     if not resume:
         state = init_state(cfg, algo, params)
     started_ray = False
@@ -358,7 +354,7 @@ def run(cfg: ESConfig, run_dir: str | Path, hours: float | None = None,
                and (last_step is None or state.generation < last_step)):
             check_stop()  # Ctrl-C (KeyboardInterrupt): the final checkpoint below
             if time.monotonic() - last_eval >= meta.eval_every_s > 0:
-                _evaluate_mean(run_dir, cfg, theta0, algo, state, held_out, log)
+                _evaluate_mean(run_dir, cfg, space, algo, state, held_out, log)
                 last_eval = time.monotonic()
             t_gen = time.monotonic()
             state, metrics = generation_step(cfg, algo, params, state, evaluate)
@@ -371,13 +367,13 @@ def run(cfg: ESConfig, run_dir: str | Path, hours: float | None = None,
             if state.generation == last_compiled:
                 outer.restart_rate(bar)
             if outer.checkpoint_due(meta, state.generation, saved, time.monotonic()):
-                save_checkpoint(run_dir, cfg, state, theta_of(cfg, theta0, algo, state))
+                save_checkpoint(run_dir, cfg, state, theta_of(space, algo, state))
                 saved = outer.Saved(state.generation, time.monotonic())
     finally:
         stop.restore()
         bar.close()
         log.close()
-        save_checkpoint(run_dir, cfg, state, theta_of(cfg, theta0, algo, state))
+        save_checkpoint(run_dir, cfg, state, theta_of(space, algo, state))
         outer.plot_run(run_dir)
         if started_ray:
             import ray
@@ -386,9 +382,9 @@ def run(cfg: ESConfig, run_dir: str | Path, hours: float | None = None,
     return state
 
 
-def _evaluate_mean(run_dir, cfg, theta0, algo, state, held_out, log) -> None:
+def _evaluate_mean(run_dir, cfg, space, algo, state, held_out, log) -> None:
     """Continuous evaluation of theta at the mean on the validation splits; theta_best.npz."""
-    theta = theta_of(cfg, theta0, algo, state)
+    theta = theta_of(space, algo, state)
     if not all_finite(theta):
         return
     evals = outer.evaluate_theta(theta, cfg.meta, held_out)

@@ -418,7 +418,7 @@ def evaluate_theta(theta, cfg: MetaTrainConfig, datasets: dict, n_val: int = 200
     """Fresh base models trained by theta on datasets held out from meta-training: 10-shot
     accuracy (logistic readout) and the meta-objective (10-way 10-shot ridge), over seeds.
 
-    `datasets` are data.validation_split datasets: the models train on the rest of the training
+    `datasets` are data.ValidationSplit: the models train on the rest of the training
     split and are scored on its validation rows, so nothing chosen from these numbers has seen
     a test split.
     """
@@ -428,7 +428,7 @@ def evaluate_theta(theta, cfg: MetaTrainConfig, datasets: dict, n_val: int = 200
     current = catalog.Rule(theta, cfg.rule_cfg, "current", {})
     out = []
     for name, ds in datasets.items():
-        x_val, y_val = ds.x_test[:n_val], ds.y_test[:n_val]
+        x_val, y_val = ds.x_val[:n_val], ds.y_val[:n_val]
         objectives = []
 
         def fit(x_lab, y_lab, seed):

@@ -21,7 +21,7 @@ def main():
     results = {}
     for name in args.datasets.split(","):
         ds = data.validation_split(data.load(name))  # a start is chosen here: no test split
-        x_val, y_val = ds.x_test[:2000], ds.y_test[:2000]
+        x_val, y_val = ds.x_val[:2000], ds.y_val[:2000]
         for start in starts:
             if start.startswith("random-init"):
                 def fit(x, y, seed):

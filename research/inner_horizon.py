@@ -34,16 +34,16 @@ def scores_along(rule, ds, checkpoints: list[int], seed: int, shots: int, widths
                  draws: int, val_seeds: int) -> dict[str, dict[int, float]]:
     """{"meta_objective" | "val_accuracy": {inner step: score}} of one base model of hidden
     `widths` trained by `rule` on a data.validation_split dataset `ds`, scored on its
-    validation rows (ds.x_test) only."""
+    validation rows (ds.x_val) only."""
     out = {"meta_objective": {}, "val_accuracy": {}}
 
     def record(step, params):
         if step in checkpoints:
             out["meta_objective"][step] = float(np.mean([
-                outer.few_shot_objective(params, ds.x_test, ds.y_test, ds.num_classes, shots,
+                outer.few_shot_objective(params, ds.x_val, ds.y_val, ds.num_classes, shots,
                                          seed * draws + d) for d in range(draws)]))
             out["val_accuracy"][step] = evaluate.few_shot_accuracy(
-                evaluate.model_embed_fn(params), ds.x_train, ds.y_train, ds.x_test, ds.y_test,
+                evaluate.model_embed_fn(params), ds.x_train, ds.y_train, ds.x_val, ds.y_val,
                 shots, val_seeds).mean
 
     # Chunks of 50 steps, so every checkpoint (a multiple of 50) is seen by the callback.

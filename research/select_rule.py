@@ -38,7 +38,7 @@ from metarule.train import TrainError, train_base_model
 def objective(rule: catalog.Rule, datasets: dict, steps: int, seeds: range, widths, shots: int
               ) -> dict:
     """{dataset: (mean, stderr, per-seed values)} of the validation meta-objective; `datasets`
-    are data.validation_split datasets (their x_test holds the validation rows)."""
+    are data.ValidationSplit."""
     out = {}
     for name, ds in datasets.items():
         values = []
@@ -49,7 +49,7 @@ def objective(rule: catalog.Rule, datasets: dict, steps: int, seeds: range, widt
             except TrainError:  # diverged: the worst possible score
                 values = [math.nan]
                 break
-            values.append(outer.few_shot_objective(params, ds.x_test, ds.y_test,
+            values.append(outer.few_shot_objective(params, ds.x_val, ds.y_val,
                                                    ds.num_classes, shots, seed))
         out[name] = {"mean": float(np.mean(values)), "values": [float(v) for v in values],
                      "stderr": float(np.std(values, ddof=1) / math.sqrt(len(values)))

@@ -49,10 +49,10 @@ def test_validation_split_is_fixed_disjoint_and_from_the_training_split():
     ds = data.load("moons")
     a, b = data.validation_split(ds), data.validation_split(ds)
     n = len(ds.x_train)
-    assert len(a.x_test) == n // 6 and len(a.x_train) == n - n // 6
-    np.testing.assert_array_equal(a.x_test, b.x_test)  # the same rows for every command
+    assert len(a.x_val) == n // 6 and len(a.x_train) == n - n // 6
+    np.testing.assert_array_equal(a.x_val, b.x_val)  # the same rows for every command
     rows = {r.tobytes() for r in ds.x_train}
-    val = {r.tobytes() for r in a.x_test}
+    val = {r.tobytes() for r in a.x_val}
     assert val <= rows and not val & {r.tobytes() for r in a.x_train}
 
 

@@ -108,7 +108,7 @@ def test_inner_horizon_scores_a_shape_repeatably():
     rng = np.random.default_rng(0)
     y = np.arange(300) % 10
     x = (rng.random((300, 196)) + 0.2 * y[:, None] / 10).astype(np.float32)
-    ds = SimpleNamespace(x_train=x[:200], y_train=y[:200], x_test=x[200:], y_test=y[200:],
+    ds = SimpleNamespace(x_train=x[:200], y_train=y[:200], x_val=x[200:], y_val=y[200:],
                          num_classes=10)  # a validation split
     rule = catalog.load_rule("cpu-oja-v0")
     run = [inner_horizon.scores_along(rule, ds, [50], seed=1, shots=5, widths=(16, 16), draws=2,

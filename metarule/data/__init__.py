@@ -14,9 +14,9 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from metarule.data import cache
-from metarule.data.core import DataError, Dataset, check_shots, validation_split
+from metarule.data.core import DataError, Dataset, ValidationSplit, check_shots, validation_split
 
-__all__ = ["DataError", "Dataset", "check_shots", "describe", "list_datasets", "list_text",
+__all__ = ["DataError", "Dataset", "ValidationSplit", "check_shots", "describe", "list_datasets", "list_text",
            "load", "render_grid", "show", "show_text", "validation_split"]
 
 

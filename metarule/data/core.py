@@ -50,8 +50,20 @@ VALIDATION_SEED = 0
 VALIDATION_MAX = 10_000
 
 
-def validation_split(ds: Dataset) -> Dataset:
-    """ds with its test split replaced by a validation split carved from its training split.
+@dataclass(frozen=True)
+class ValidationSplit:
+    """A training split cut in two: rows to train on and validation rows to choose by. It has no
+    test split, so nothing that holds one can read a test split."""
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    num_classes: int
+
+
+def validation_split(ds: Dataset) -> ValidationSplit:
+    """ds's training split cut into training rows and a validation split.
 
     The validation rows are a seeded random min(10,000, n_train // 6) rows of the training split
     (random rather than the last rows, because some datasets store their rows sorted by class);
@@ -66,9 +78,8 @@ def validation_split(ds: Dataset) -> Dataset:
                         f"split; give it at least 6")
     order = np.random.default_rng(VALIDATION_SEED).permutation(n)
     val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
-    return Dataset(name=ds.name, x_train=ds.x_train[train], y_train=ds.y_train[train],
-                   x_test=ds.x_train[val], y_test=ds.y_train[val], image_shape=ds.image_shape,
-                   class_names=ds.class_names, card={**ds.card, "held_out_split": "validation"})
+    return ValidationSplit(ds.name, ds.x_train[train], ds.y_train[train], ds.x_train[val],
+                           ds.y_train[val], ds.num_classes)
 
 
 def check_split(name: str, split: str, x: np.ndarray, y: np.ndarray, num_classes: int) -> None:
