@@ -201,7 +201,12 @@ def meta_train_config(args):
                 "budget": getattr(args, "budget", None),
                 "widths": getattr(args, "widths", None), "depths": getattr(args, "depths", None),
                 "eval_steps": getattr(args, "eval_steps", None),
-                "datasets": getattr(args, "datasets", None)}
+                "datasets": getattr(args, "datasets", None),
+                "relative_steps": getattr(args, "relative_steps", None) or None,
+                "task_clip": getattr(args, "task_clip", None),
+                "aug_weight": getattr(args, "aug_weight", None)}
+    if getattr(args, "estimator", "tbptt") == "tbptt":
+        training["draws"] = getattr(args, "draws", None)
     if args.resume and (given := [k for k, v in training.items() if v is not None]):
         flag = {"lr_values": "lr"}.get(given[0], given[0]).replace("_", "-")
         raise ConfigError(f"--{flag} cannot change a resumed run; drop it "
@@ -219,22 +224,55 @@ ES_FLAGS = {"subspace": "subspace", "strategy": "strategy", "pairs": "pairs", "s
             "es_lr": "lr", "horizon": "horizon", "truncation": "truncation", "draws": "draws"}
 
 
-def es_config(args, cfg):
-    """The ESConfig of `meta-train --estimator es|pes` around the run's MetaTrainConfig."""
-    from metarule import es
+def es_settings(args) -> dict:
+    """The ESConfig fields the ES flags give; none may change a resumed run."""
     given = {field: getattr(args, flag) for flag, field in ES_FLAGS.items()
              if getattr(args, flag, None) is not None}
     if args.resume and given:
         raise ConfigError("ES settings cannot change a resumed run; drop them or start a new "
                           "run with another --out")
-    if args.lr is not None or args.budget is not None:
-        raise ConfigError("--lr and --budget set truncated backprop (--estimator tbptt); "
-                          "ES takes --es-lr and --horizon")
+    return given
+
+
+def es_config(args, cfg):
+    """The ESConfig of `meta-train --estimator es|pes` around the run's MetaTrainConfig."""
+    from metarule import es
+    given = es_settings(args)
+    tbptt_only = {"--lr": args.lr, "--budget": args.budget, "--relative-steps":
+                  args.relative_steps or None, "--task-clip": args.task_clip}
+    if given_tbptt := [flag for flag, v in tbptt_only.items() if v is not None]:
+        raise ConfigError(f"{', '.join(given_tbptt)} set truncated backprop (--estimator "
+                          f"tbptt); ES takes --es-lr and --horizon")
     return es.ESConfig(meta=cfg, estimator=args.estimator, **given)
 
 
+def cmd_staged(args, cfg, settings) -> int:
+    """`meta-train --recipe staged`: ES over the subspace, then truncated backprop."""
+    from metarule import es, recipe
+    if args.hours is None or args.steps is not None:
+        raise ConfigError("--recipe staged runs for --hours (split between its stages by "
+                          "--es-share); --steps does not apply")
+    if args.estimator != "tbptt":
+        raise ConfigError("--recipe staged runs --estimator es, then tbptt; drop --estimator")
+    if args.backend != "local":
+        raise ConfigError("--recipe staged runs on the local backend; run the stages "
+                          "separately with --backend ray")
+    staged = recipe.StagedConfig(es=es.ESConfig(meta=cfg, estimator="es", **es_settings(args)),
+                                 tbptt=cfg, es_share=args.es_share)
+    final = recipe.run(staged, args.out, args.hours, resume=args.resume,
+                       progress=not args.json, settings=settings)
+    files = ["theta.npz", "recipe.json", "es/", "tbptt/"]
+    return emit(args, {"out": str(args.out), "rule": str(final), "files": files},
+                f"staged run written to {args.out}: {', '.join(files)}")
+
+
 def cmd_meta_train(args) -> int:
+    if getattr(args, "recipe", None) == "staged" and args.init is None and not args.resume:
+        from metarule import catalog
+        args.init = catalog.default_rule_spec()  # the recipe fine-tunes the shipped rule
     cfg, settings = meta_train_config(args)
+    if getattr(args, "recipe", None) == "staged":
+        return cmd_staged(args, cfg, settings)
     if getattr(args, "estimator", "tbptt") != "tbptt":
         from metarule import es
         state = es.run(es_config(args, cfg), args.out, hours=args.hours, steps=args.steps,
@@ -384,6 +422,14 @@ def add_meta_train(sub) -> None:
     mt.add_argument("--budget", type=range_arg, default=None,
                     help="inner steps a task's base models get before new tasks are drawn, "
                          "LO,HI (cpu preset: 100,400); reach the horizon the rule is used for")
+    mt.add_argument("--relative-steps", action="store_true",
+                    help="scale each theta leaf's Adam step by its RMS; --lr is then a fraction "
+                         "of each leaf's size (docs/meta_training.md)")
+    mt.add_argument("--task-clip", type=positive_float, default=None,
+                    help="clip each task's meta-gradient to this norm before the mean")
+    mt.add_argument("--aug-weight", type=float, default=None,
+                    help="weight of the rotation/shift regression targets in augmented tasks' "
+                         "meta-objective (default 1)")
     mt.add_argument("--widths", type=positive_ints("widths", "64,128"), default=None,
                     help="hidden widths the tasks' base models draw from (cpu preset: 64)")
     mt.add_argument("--depths", type=positive_ints("depths", "2,4"), default=None,
@@ -404,6 +450,15 @@ def add_meta_train(sub) -> None:
     mt.add_argument("--checkpoint-every-steps", type=count_arg, default=None,
                     help="outer steps between checkpoints, besides the seconds (0: none; "
                          "default 0)")
+    mt.add_argument("--recipe", default=None, choices=("staged",),
+                    help="staged: ES over --subspace for --es-share of --hours, then truncated "
+                         "backprop on the whole theta from its result (default start: "
+                         "the shipped rule)")
+    mt.add_argument("--es-share", type=positive_float, default=0.5,
+                    help="fraction of --hours the staged recipe's ES stage gets (default 0.5)")
+    mt.add_argument("--draws", type=positive_int, default=None,
+                    help="support/query draws the meta-objective averages (App. H.2; default "
+                         "1 for tbptt, 5 for es and pes)")
     add_es_options(mt)
     mt.set_defaults(func=cmd_meta_train)
 
@@ -429,8 +484,7 @@ def add_es_options(mt: Parser) -> None:
                     help="inner steps scored, FIRST,LAST: grows over the run (default 150,500)")
     es.add_argument("--truncation", type=positive_int, default=None,
                     help="PES: inner steps per truncation (default 50)")
-    es.add_argument("--draws", type=positive_int, default=None,
-                    help="support/query draws averaged per score (default 5, App. H.2)")
+
 
 
 def build_parser() -> Parser:

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from metarule import outer, truncated
+from metarule import outer
 from metarule.runtime import all_finite, check_stop, enable_compilation_cache
 from metarule.config import ConfigError
 
@@ -216,8 +216,8 @@ def truncation(state: WorkerState, pub: Published, cfg: MetaTrainConfig, sampler
     rng = np.random.default_rng([cfg.seed, state.truncations, 3])
     unroll = outer.unroll_length(cfg, pub.version, rng)
     batches, labeled = outer.step_data(state.group, cfg, state.truncations, unroll)
-    loss, params, grad, _ = truncated.truncated_grad(pub.theta, state.params, batches, labeled,
-                                                     cfg.rule_cfg, state.group.activation)
+    loss, params, grad = outer.group_gradient(pub.theta, state.params, batches, labeled, cfg,
+                                              state.group.activation)
     finite = all_finite(grad) and all_finite(params)
     inner_steps = state.inner_steps + unroll
     n_tasks, task = len(state.group.tasks), state.group.tasks[0]

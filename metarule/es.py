@@ -261,6 +261,19 @@ def save_checkpoint(run_dir: Path, cfg: ESConfig, state: ESState, theta: dict) -
     catalog.save_rule(run_dir / "theta.npz", theta, cfg.meta.rule_cfg, card(run_dir, cfg, state))
 
 
+def save_snapshot(run_dir: Path, cfg: ESConfig, state: ESState, space, algo,
+                  cpu: outer.CpuClock) -> None:
+    """snapshots/theta_GEN.npz every meta.snapshot_every generations (outer.save_snapshot)."""
+    every = cfg.meta.snapshot_every
+    path = run_dir / "snapshots" / f"theta_{state.generation:06d}.npz"
+    if not every or state.generation % every or path.exists():
+        return
+    path.parent.mkdir(exist_ok=True)
+    catalog.save_rule(path, theta_of(space, algo, state), cfg.meta.rule_cfg,
+                      {**card(run_dir, cfg, state), "name": f"{run_dir.name}@{state.generation}",
+                       "meta_trained": state.generation > 0, "cpu_seconds": round(cpu.seconds())})
+
+
 def load_checkpoint(run_dir: Path) -> tuple[ESState, ESConfig]:
     path = run_dir / "checkpoint.pkl"
     try:
@@ -278,7 +291,11 @@ def ray_evaluate(cfg: ESConfig, theta0: dict, workers: int):
     """evaluate(zs, state) with the members spread over `workers` Ray actors (Ray running)."""
     import ray
 
-    actor = ray.remote(num_cpus=1)(Evaluator)
+    from metarule.distributed import SINGLE_THREAD_XLA
+
+    # One XLA thread per actor, as the TBPTT workers: each holds one CPU of the cluster.
+    actor = ray.remote(num_cpus=1)(Evaluator).options(
+        runtime_env={"env_vars": {"XLA_FLAGS": SINGLE_THREAD_XLA}})
     pool = [actor.remote(cfg, jax.tree_util.tree_map(np.asarray, theta0)) for _ in range(workers)]
 
     def evaluate(zs, state: ESState):
@@ -349,6 +366,7 @@ def run(cfg: ESConfig, run_dir: str | Path, hours: float | None = None,
                initial=state.generation)
     last_compiled = state.generation + 1
     stop = outer.SigtermStop()
+    cpu = outer.CpuClock(run_dir)
     try:
         while (not stop.requested and time.monotonic() < deadline
                and (last_step is None or state.generation < last_step)):
@@ -356,10 +374,12 @@ def run(cfg: ESConfig, run_dir: str | Path, hours: float | None = None,
             if time.monotonic() - last_eval >= meta.eval_every_s > 0:
                 _evaluate_mean(run_dir, cfg, space, algo, state, held_out, log)
                 last_eval = time.monotonic()
+            save_snapshot(run_dir, cfg, state, space, algo, cpu)
             t_gen = time.monotonic()
             state, metrics = generation_step(cfg, algo, params, state, evaluate)
             state = state._replace(elapsed_s=elapsed0 + time.monotonic() - t0)
             metrics.update(kind="train", time_s=round(state.elapsed_s, 1),
+                           cpu_s=round(cpu.seconds(), 1),
                            members_per_s=round(cfg.population / (time.monotonic() - t_gen), 3))
             log.write(json.dumps(metrics) + "\n")
             bar.update(1)
@@ -374,6 +394,7 @@ def run(cfg: ESConfig, run_dir: str | Path, hours: float | None = None,
         bar.close()
         log.close()
         save_checkpoint(run_dir, cfg, state, theta_of(space, algo, state))
+        save_snapshot(run_dir, cfg, state, space, algo, cpu)  # the last one too
         outer.plot_run(run_dir)
         if started_ray:
             import ray

@@ -54,6 +54,11 @@ class MetaTrainConfig:
     lr_values: tuple[float, ...] = (3e-4, 1e-4, 2e-5)
     lr_boundaries: tuple[int, ...] = (100_000, 150_000)
     clip_norm: float = 5.0
+    # Conditioning of the meta-gradient step; the defaults are the paper's plain recipe.
+    relative_steps: bool = False            # Adam steps scaled by each theta leaf's RMS
+    task_clip: float = 0.0                  # clip each task's gradient norm first (0: off)
+    aug_weight: float = 1.0                 # weight of the augmentation regression targets
+    draws: int = 1                          # support/query draws the meta-objective averages
     ways: tuple[int, ...] = (10, 13, 14, 17, 20, 30)
     shots: int = 10                         # support and query examples per class at max ways
     datasets: tuple[str, ...] = ("glyphs14", "patches16", "stamps16")
@@ -82,6 +87,9 @@ class MetaTrainConfig:
             raise ConfigError("lr_values must be all > 0, or all 0 (a frozen-theta control)")
         if self.clip_norm <= 0:
             raise ConfigError("clip_norm must be > 0")
+        if not (self.task_clip >= 0 and self.aug_weight >= 0 and self.draws >= 1):
+            raise ConfigError(f"need task_clip >= 0, aug_weight >= 0 and draws >= 1, got "
+                              f"{self.task_clip}, {self.aug_weight}, {self.draws}")
         if not self.checkpoint_every_s >= 0:  # also refuses NaN
             raise ConfigError(f"checkpoint_every_s must be >= 0 seconds, got "
                               f"{self.checkpoint_every_s}")
@@ -137,10 +145,15 @@ def optimizer(cfg: MetaTrainConfig) -> optax.GradientTransformation:
 
     The schedule holds each piece's value itself, so a schedule of zeros is valid: it keeps theta
     where it started, a control run that draws the same tasks as a real one.
+    With relative_steps, each leaf's step is also scaled by its RMS: Adam moves every coordinate
+    by about the learning rate, which moves the merge weights (RMS ~5) ~35x less, relative to
+    their size, than the convolution weights (RMS ~0.15); the learning rate then is a fraction of
+    each leaf's size.
     """
     schedule = optax.join_schedules([optax.constant_schedule(v) for v in cfg.lr_values],
                                     list(cfg.lr_boundaries))
-    return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), optax.adam(schedule))
+    relative = [optax.scale_by_param_block_rms()] if cfg.relative_steps else []
+    return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), optax.adam(schedule), *relative)
 
 
 def unroll_length(cfg: MetaTrainConfig, step: int, rng: np.random.Generator) -> int:
@@ -196,16 +209,38 @@ def fixed_size_labeled(task: Task, rng: np.random.Generator, cfg: MetaTrainConfi
     x, y = task.labeled(rng, per_class)
     half = len(x) // 2
     pad = np.zeros((len(y), cfg.n_targets - y.shape[1]), np.float32)
-    y = np.concatenate([y[:, :task.ways], pad, y[:, task.ways:]], axis=1)
+    y = np.concatenate([y[:, :task.ways], pad, cfg.aug_weight * y[:, task.ways:]], axis=1)
     return x[:cfg.k], y[:cfg.k], x[half:half + cfg.k], y[half:half + cfg.k]
 
 
 def step_data(group: Group, cfg: MetaTrainConfig, step: int, unroll: int):
+    """Unlabeled batches (M, U, B, N^0) and labeled draws (M, K, ...), or (M, D, K, ...) for
+    cfg.draws = D > 1."""
     rng = np.random.default_rng([cfg.seed, step, 2])
     batches = np.stack([t.unlabeled_batches(rng, unroll) for t in group.tasks])
-    labeled = [fixed_size_labeled(t, rng, cfg) for t in group.tasks]
+    if cfg.draws == 1:
+        labeled = [fixed_size_labeled(t, rng, cfg) for t in group.tasks]
+    else:
+        labeled = [[np.stack(a) for a in zip(*(fixed_size_labeled(t, rng, cfg)
+                                               for _ in range(cfg.draws)))]
+                   for t in group.tasks]
     labeled = truncated.LabeledBatch(*(jnp.asarray(np.stack(a)) for a in zip(*labeled)))
     return jnp.asarray(batches), labeled
+
+
+def group_gradient(theta, params, batches, labeled, cfg: MetaTrainConfig, activation: str):
+    """(mean loss, final params, meta-gradient) of a truncation on a group of tasks. With
+    cfg.task_clip, each task's gradient (of its own mean loss) is clipped to that norm before
+    the mean, so that one task's exploding gradient cannot set the step of all."""
+    loss, params, grad, _ = truncated.truncated_grad(theta, params, batches, labeled,
+                                                     cfg.rule_cfg, activation,
+                                                     per_task=cfg.task_clip > 0)
+    if cfg.task_clip > 0:
+        n_tasks = batches.shape[0]
+        norms = n_tasks * jax.vmap(optax.tree.norm)(grad)
+        factor = jnp.minimum(1.0, cfg.task_clip / jnp.maximum(norms, 1e-30))
+        grad = jax.tree_util.tree_map(lambda g: jnp.tensordot(factor, g, axes=1), grad)
+    return loss, params, grad
 
 
 # ----------------------------------------------------------------------------- training state
@@ -236,8 +271,8 @@ def train_step(state: TrainState, group: Group, cfg: MetaTrainConfig, sampler: T
     rng = np.random.default_rng([cfg.seed, state.step, 3])
     unroll = unroll_length(cfg, state.step, rng)
     batches, labeled = step_data(group, cfg, state.step, unroll)
-    loss, params, grad, _ = truncated.truncated_grad(state.theta, state.params, batches, labeled,
-                                                     cfg.rule_cfg, group.activation)
+    loss, params, grad = group_gradient(state.theta, state.params, batches, labeled, cfg,
+                                        group.activation)
     finite = all_finite(grad) and all_finite(params)
     grad_norm = float(optax.tree.norm(grad)) if finite else float("nan")
     theta, opt_state, dropped = state.theta, state.opt_state, state.dropped
@@ -334,7 +369,8 @@ def save_checkpoint(run_dir: Path, state: TrainState, cfg: MetaTrainConfig) -> N
     catalog.save_rule(run_dir / "theta.npz", state.theta, cfg.rule_cfg, card(run_dir, state, cfg))
 
 
-def save_snapshot(run_dir: Path, state: TrainState, cfg: MetaTrainConfig) -> None:
+def save_snapshot(run_dir: Path, state: TrainState, cfg: MetaTrainConfig,
+                  cpu: CpuClock | None = None) -> None:
     """snapshots/theta_STEP.npz every cfg.snapshot_every steps: theta along training, for
     curves evaluated after the run. A step already kept (the last one before a resume) is not
     written again."""
@@ -344,7 +380,8 @@ def save_snapshot(run_dir: Path, state: TrainState, cfg: MetaTrainConfig) -> Non
     path.parent.mkdir(exist_ok=True)
     catalog.save_rule(path, state.theta, cfg.rule_cfg,
                     {**card(run_dir, state, cfg), "name": f"{run_dir.name}@{state.step}",
-                     "meta_trained": state.step > 0})
+                     "meta_trained": state.step > 0,
+                     **({"cpu_seconds": round(cpu.seconds())} if cpu else {})})
 
 
 def keep_best(run_dir: Path, theta, rule_cfg: RuleConfig, rule_card: dict, step: int,
@@ -509,6 +546,23 @@ def restart_rate(bar) -> None:
     bar.set_description_str(bar.desc.split(" (compiling")[0])
 
 
+class CpuClock:
+    """CPU seconds a run has used (all threads of this process, compiles included), carried
+    across resumes through the last `cpu_s` of metrics.jsonl: runs compared at equal compute
+    are compared on this clock, whatever else shares the machine."""
+
+    def __init__(self, run_dir: Path):
+        self.offset = 0.0
+        path = run_dir / "metrics.jsonl"
+        if path.exists():
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line]
+            self.offset = max((r["cpu_s"] for r in rows if "cpu_s" in r), default=0.0)
+        self.start = time.process_time()
+
+    def seconds(self) -> float:
+        return self.offset + time.process_time() - self.start
+
+
 class SigtermStop:
     """SIGTERM (schedulers, `kill`) ends a run like Ctrl-C, after the step in flight, with the
     final checkpoint written. The handler only sets a flag: an exception raised in a handler is
@@ -585,6 +639,7 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
                initial=state.step)
     last_compiled = state.step + 1
     stop = SigtermStop()
+    cpu = CpuClock(run_dir)
     try:
         while (not stop.requested and time.monotonic() < deadline
                and (last_step is None or state.step < last_step)):
@@ -597,12 +652,12 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
                 keep_best(run_dir, state.theta, cfg.rule_cfg, card(run_dir, state, cfg),
                           state.step, evals)
                 last_eval = time.monotonic()
-            save_snapshot(run_dir, state, cfg)
+            save_snapshot(run_dir, state, cfg, cpu)
             t_step = time.monotonic()
             state, group, metrics = train_step(state, group, cfg, sampler)
             state = state._replace(elapsed_s=elapsed0 + time.monotonic() - t0)
             metrics.update(kind="train", time_s=round(state.elapsed_s, 1),
-                           tasks_per_s=round(cfg.tasks_per_step / (time.monotonic() - t_step), 2))
+                           cpu_s=round(cpu.seconds(), 1), tasks_per_s=round(cfg.tasks_per_step / (time.monotonic() - t_step), 2))
             log.write(json.dumps(metrics) + "\n")
             bar.set_postfix_str(progress_text(metrics, deadline))
             bar.update(1)
@@ -616,7 +671,7 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
         bar.close()
         log.close()
         save_checkpoint(run_dir, state, cfg)
-        save_snapshot(run_dir, state, cfg)  # the last one too
+        save_snapshot(run_dir, state, cfg, cpu)  # the last one too
         plot_run(run_dir)
     stop.exit_if_requested(run_dir)
     return state

@@ -16,7 +16,8 @@ Array = jax.Array
 
 
 class LabeledBatch(NamedTuple):
-    """Support (a) and query (b) examples of the few-shot meta-objective."""
+    """Support (a) and query (b) examples of the few-shot meta-objective; with a leading draws
+    axis (D, K, ...) the meta-objective is their mean."""
     x_a: Array  # (K, N^0)
     y_a: Array  # (K, T) one-hot classes, then regression targets
     x_b: Array
@@ -27,6 +28,10 @@ def step_and_loss(theta: rule.Theta, params: base_model.Params, x: Array, labele
                   cfg: RuleConfig, activation: str = "relu", l2: float = RIDGE_L2):
     """One application of the rule and the MetaObjective of the state it reaches."""
     params = rule.unsupervised_update(theta, params, x, cfg, activation)
+    if labeled.x_a.ndim == 3:  # several support/query draws: their mean (App. H.2)
+        scores = jax.vmap(lambda *lab: meta_objective(params, *lab, activation=activation,
+                                                       l2=l2))(*labeled)
+        return params, jnp.mean(scores)
     return params, meta_objective(params, *labeled, activation=activation, l2=l2)
 
 
@@ -100,9 +105,10 @@ def linearize_step(theta, params, x, labeled: LabeledBatch, cfg: RuleConfig,
 
 @jax.jit
 def pull_back(pullback, g_params, weight):
-    """(cotangent of phi_{t-1}, d/d theta summed over tasks) from a kept pullback."""
+    """(cotangent of phi_{t-1}, d/d theta of each task (leading task axis)) from a kept
+    pullback."""
     g_theta, g_prev = jax.vmap(lambda pb, g: pb((g, weight)))(pullback, g_params)
-    return g_prev, jax.tree_util.tree_map(lambda a: jnp.sum(a, 0), g_theta)
+    return g_prev, g_theta
 
 
 @partial(jax.jit, static_argnames=("cfg", "activation"))
@@ -112,7 +118,7 @@ def backward_step(theta, params_prev, x, labeled: LabeledBatch, g_params, weight
     weight * d MetaObjective(phi_t).
 
     Every argument but theta and weight has a leading task axis.
-    Returns (cotangent of phi_{t-1}, d/d theta summed over tasks, MetaObjective(phi_t) per task).
+    Returns (cotangent of phi_{t-1}, d/d theta per task, MetaObjective(phi_t) per task).
     """
     _, losses, pullback = linearize_step(theta, params_prev, x, labeled, cfg, activation)
     return *pull_back(pullback, g_params, weight), losses
@@ -123,7 +129,8 @@ def _nbytes(tree) -> int:
 
 
 def truncated_grad(theta, params, batches, labeled: LabeledBatch, cfg: RuleConfig,
-                   activation: str = "relu", pullback_bytes: int = PULLBACK_BYTES):
+                   activation: str = "relu", pullback_bytes: int = PULLBACK_BYTES,
+                   per_task: bool = False):
     """Gradient of the mean over tasks and steps of MetaObjective(phi_1..phi_U).
 
     Args:
@@ -133,6 +140,7 @@ def truncated_grad(theta, params, batches, labeled: LabeledBatch, cfg: RuleConfi
       pullback_bytes: memory for the steps' kept pullbacks; the steps beyond it are recomputed
         in the backward pass (0: recompute every step but the last, 1: keep only the first
         and the last).
+      per_task: return each task's share of the gradient (leading task axis; they sum to it).
     Returns:
       (mean loss, final params, d loss / d theta, per-step losses (U, M)).
     """
@@ -153,7 +161,7 @@ def truncated_grad(theta, params, batches, labeled: LabeledBatch, cfg: RuleConfi
         states.append(params)
     weight = jnp.asarray(1.0 / (unroll * n_tasks), batches.dtype)
     g_params = jax.tree_util.tree_map(jnp.zeros_like, params)
-    g_theta = jax.tree_util.tree_map(jnp.zeros_like, theta)
+    g_theta = jax.tree_util.tree_map(lambda a: jnp.zeros((n_tasks, *a.shape), a.dtype), theta)
     for t in range(unroll - 1, -1, -1):
         if pullbacks[t] is None:
             g_params, g_t, losses[t] = backward_step(theta, states[t], batches[:, t], labeled,
@@ -163,4 +171,6 @@ def truncated_grad(theta, params, batches, labeled: LabeledBatch, cfg: RuleConfi
             pullbacks[t] = None  # free its residuals as soon as they are used
         g_theta = jax.tree_util.tree_map(jnp.add, g_theta, g_t)
     losses = jnp.stack(losses)
+    if not per_task:
+        g_theta = jax.tree_util.tree_map(lambda a: jnp.sum(a, 0), g_theta)
     return jnp.mean(losses), states[-1], g_theta, losses

@@ -86,7 +86,7 @@ def test_a_resumed_es_run_continues_bit_for_bit(tmp_path):
     split = catalog.read_rule_file(tmp_path / "split" / "theta.npz").theta
     for x, y in zip(jax.tree_util.tree_leaves(full), jax.tree_util.tree_leaves(split)):
         np.testing.assert_array_equal(x, y)
-    rows = [[{k: v for k, v in r.items() if k not in ("time_s", "members_per_s")}
+    rows = [[{k: v for k, v in r.items() if k not in ("time_s", "cpu_s", "members_per_s")}
              for r in map(__import__("json").loads, open(p / "metrics.jsonl"))]
             for p in (tmp_path / "full", tmp_path / "split")]
     assert rows[0] == rows[1] and [r["step"] for r in rows[1]] == [0, 1, 2, 3]
