@@ -11,7 +11,7 @@ unroll lengths), keeping theta every few hundred steps:
 
 This script then scores every snapshot the way continuous evaluation does (outer.evaluate_theta:
 fresh 4x128 base models trained `--eval-steps` inner steps on the unlabeled training split,
-10-shot logistic readout on 2000 test images, held-out meta-objective), caching each score in
+10-shot logistic readout on 2000 validation rows, held-out meta-objective), caching each score in
 OUT/curves.json so that it can run while training goes on, and writes OUT/curves.png and
 OUT/curves.md:
 
@@ -143,8 +143,8 @@ def main():
                               eval_seeds=args.seeds, eval_steps=args.eval_steps)
     results["protocol"] = {"eval_steps": cfg.eval_steps, "eval_seeds": cfg.eval_seeds,
                            "eval_widths": list(cfg.eval_widths), "shots": cfg.shots,
-                           "readout": "logistic", "n_test": 2000}
-    held_out = {name: data.load(name) for name in datasets}
+                           "readout": "logistic", "n_validation": 2000}
+    held_out = {name: data.validation_split(data.load(name)) for name in datasets}
 
     def save():
         cache.write_text(json.dumps(results, indent=1))
