@@ -271,7 +271,8 @@ def save_snapshot(run_dir: Path, cfg: ESConfig, state: ESState, space, algo,
     path.parent.mkdir(exist_ok=True)
     catalog.save_rule(path, theta_of(space, algo, state), cfg.meta.rule_cfg,
                       {**card(run_dir, cfg, state), "name": f"{run_dir.name}@{state.generation}",
-                       "meta_trained": state.generation > 0, "cpu_seconds": round(cpu.seconds())})
+                       "meta_trained": state.generation > 0,
+                       "cpu_seconds": round(cpu.seconds(), 1)})
 
 
 def load_checkpoint(run_dir: Path) -> tuple[ESState, ESConfig]:

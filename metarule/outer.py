@@ -381,7 +381,7 @@ def save_snapshot(run_dir: Path, state: TrainState, cfg: MetaTrainConfig,
     catalog.save_rule(path, state.theta, cfg.rule_cfg,
                     {**card(run_dir, state, cfg), "name": f"{run_dir.name}@{state.step}",
                      "meta_trained": state.step > 0,
-                     **({"cpu_seconds": round(cpu.seconds())} if cpu else {})})
+                     **({"cpu_seconds": round(cpu.seconds(), 1)} if cpu else {})})
 
 
 def keep_best(run_dir: Path, theta, rule_cfg: RuleConfig, rule_card: dict, step: int,

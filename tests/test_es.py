@@ -90,6 +90,10 @@ def test_a_resumed_es_run_continues_bit_for_bit(tmp_path):
              for r in map(__import__("json").loads, open(p / "metrics.jsonl"))]
             for p in (tmp_path / "full", tmp_path / "split")]
     assert rows[0] == rows[1] and [r["step"] for r in rows[1]] == [0, 1, 2, 3]
+    # the CPU clock is carried across the resume: equal-compute comparisons read it
+    cpu = [r["cpu_s"] for r in map(__import__("json").loads, open(tmp_path / "split" /
+                                                                   "metrics.jsonl"))]
+    assert cpu[0] > 0 and cpu == sorted(cpu)
 
 
 def test_pes_members_persist_across_truncations(tmp_path):

@@ -25,6 +25,7 @@ def _load_script(name):
 select_rule = _load_script("select_rule")
 line_search = _load_script("line_search")
 inner_horizon = _load_script("inner_horizon")
+equal_compute = _load_script("equal_compute")
 
 
 def _score(path, per_dataset_values):
@@ -116,3 +117,21 @@ def test_inner_horizon_scores_a_shape_repeatably():
     assert run[0] == run[1]
     assert 0.0 < run[0]["meta_objective"][50] <= 2.0  # a cosine distance
     assert 0.0 <= run[0]["val_accuracy"][50] <= 1.0
+
+
+def test_equal_compute_takes_the_last_snapshot_within_each_budget(tmp_path):
+    from metarule import catalog, outer
+    from test_outer import TINY
+    cfg = outer.MetaTrainConfig(**{**TINY, "snapshot_every": 1})
+    outer.run(cfg, tmp_path / "run", steps=3, progress=False)
+    snaps = equal_compute.snapshots(tmp_path / "run")
+    assert [step for _, step, _ in snaps] == [0, 1, 2, 3]
+    cpu = [c for c, _, _ in snaps]
+    assert cpu == sorted(cpu) and cpu[-1] > 0
+    # each grid point takes the last snapshot at or before it; none fits before the first
+    fake = [(600.0 * k, 10 * k, f"s{k}") for k in range(1, 7)]  # every 10 CPU-minutes
+    picked = equal_compute.at_points(fake, 1.0, 4)  # 15, 30, 45, 60 CPU-minutes
+    assert [(h, s[1]) for h, s in picked] == [(0.25, 10), (0.5, 30), (0.75, 40), (1.0, 60)]
+    assert equal_compute.at_points(fake, 0.1, 1) == []
+    card = catalog.read_rule_file(snaps[-1][2]).card
+    assert card["outer_steps"] == 3 and card["cpu_seconds"] >= cpu[0]
