@@ -129,16 +129,17 @@ def few_shot_accuracy(embed_fn: EmbedFn, x_train: np.ndarray, y_train: np.ndarra
 def fitted_few_shot_accuracy(fit_fn: Callable[[np.ndarray, np.ndarray, int], EmbedFn],
                              x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
                              y_test: np.ndarray, shots: int = 10, seeds: int = 10,
-                             readout: str = "logistic") -> EvalResult:
+                             readout: str = "logistic", first_seed: int = 0) -> EvalResult:
     """`few_shot_accuracy` for methods that train on each seed's labeled examples.
 
     `fit_fn(x_labeled, y_labeled, seed) -> embed_fn` runs once per seed on that seed's draw, e.g.
-    `lambda x, y, s: baselines.supervised(x, y, seed=s).embed_fn`.
+    `lambda x, y, s: baselines.supervised(x, y, seed=s).embed_fn`. Seeds are first_seed,
+    first_seed + 1, ...: a fresh range confirms a choice made on another.
     """
     fit_predict = _readout_fn(readout)
     y_train, y_test = np.asarray(y_train), np.asarray(y_test)
     accuracies = []
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         idx = sample_shots(y_train, shots, seed)
         embed_fn = fit_fn(x_train[idx], y_train[idx], seed)
         u = np.asarray(embed_fn(np.concatenate([x_train[idx], x_test])))

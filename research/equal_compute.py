@@ -12,6 +12,12 @@ compared with the start seed by seed. The test split is not read.
         --start cpu-oja-v0 --cpu-hours 0.75 --out results/equal_compute
 
 Scores are cached in OUT.json (rerun as the runs go on); OUT.png is the figure.
+
+The best of many points is favoured by its own noise; before a rule is shipped, confirm it
+against the start on fresh seeds (OUT_confirm.json):
+
+    python research/equal_compute.py --start cpu-oja-v0 --cpu-hours 0.6 \
+        --confirm runs/compare/pes/snapshots/theta_000050.npz --first-seed 100 --seeds 12
 """
 import argparse
 import json
@@ -27,14 +33,15 @@ WIDTHS = (128, 128, 128, 128)
 
 
 def accuracies(rule: catalog.Rule, ds: data.ValidationSplit, steps: int, seeds: int,
-               shots: int = 10) -> list[float]:
+               shots: int = 10, first_seed: int = 0) -> list[float]:
     """10-shot validation accuracy per seed; NaN for every seed if a base model diverged."""
     def fit(x_lab, y_lab, seed):
         params = train_base_model(rule, ds.x_train, steps, WIDTHS, seed=seed, progress=False)
         return evaluate.model_embed_fn(params)
     try:
         res = evaluate.fitted_few_shot_accuracy(fit, ds.x_train, ds.y_train, ds.x_val,
-                                                ds.y_val, shots=shots, seeds=seeds)
+                                                ds.y_val, shots=shots, seeds=seeds,
+                                                first_seed=first_seed)
     except TrainError:
         return [math.nan] * seeds
     return res.accuracies
@@ -77,7 +84,7 @@ def plot(results: dict, path: Path) -> None:
         start = results["start"]["scores"][name]
         for i, (run, entry) in enumerate(results["runs"].items()):
             pts = sorted(entry["points"].values(), key=lambda p: p["cpu_hours"])
-            x = [0.0] + [p["cpu_hours"] for p in pts]
+            x = [0.0] + [p["cpu_seconds"] / 3600 for p in pts]  # where the snapshot was kept
             y = [100 * np.mean(start)] + [100 * np.mean(p["scores"][name]) for p in pts]
             err = [0.0] + [100 * paired(p["scores"][name], start)[1] for p in pts]
             ax.errorbar(x, y, err, marker="o", capsize=2, color=f"C{i}", label=run)
@@ -112,9 +119,31 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def confirm(args) -> None:
+    """The candidate against the start on fresh seeds, per dataset: paired difference."""
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    out = {"protocol": {"steps": args.steps, "seeds": [seeds.start, seeds.stop],
+                        "widths": list(WIDTHS), "shots": 10, "readout": "logistic",
+                        "split": "validation rows of the training split"},
+           "start": args.start, "candidate": args.confirm, "scores": {}}
+    for name in args.datasets.split(","):
+        ds = data.validation_split(data.load(name))
+        both = {label: accuracies(catalog.load_rule(spec), ds, args.steps, args.seeds,
+                                  first_seed=args.first_seed)
+                for label, spec in (("start", args.start), ("candidate", args.confirm))}
+        mean, se = paired(both["candidate"], both["start"])
+        out["scores"][name] = {**both, "difference": mean, "difference_stderr": se}
+        print(f"{name}: start {100 * np.mean(both['start']):.1f}, candidate "
+              f"{100 * np.mean(both['candidate']):.1f}, paired {100 * mean:+.1f} ± {100 * se:.1f}",
+              flush=True)
+    path = Path(f"{args.out}_confirm.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("runs", nargs="*", type=Path)
     parser.add_argument("--start", default="cpu-oja-v0", help="the rule every run started from")
     parser.add_argument("--cpu-hours", type=float, required=True, help="the equal budget")
     parser.add_argument("--points", type=int, default=3)
@@ -122,7 +151,13 @@ def main():
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--datasets", default="mnist14,fashion_mnist14")
     parser.add_argument("--out", type=Path, default=Path("results/equal_compute"))
+    parser.add_argument("--confirm", default=None,
+                        help="score this rule and the start alone on seeds from --first-seed")
+    parser.add_argument("--first-seed", type=int, default=100)
     args = parser.parse_args()
+    if args.confirm:
+        confirm(args)
+        return
     protocol = {"steps": args.steps, "seeds": args.seeds, "widths": list(WIDTHS), "shots": 10,
                 "readout": "logistic", "datasets": args.datasets.split(","),
                 "cpu_hours": args.cpu_hours,
