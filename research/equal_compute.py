@@ -103,7 +103,7 @@ def plot(results: dict, path: Path) -> None:
 def table(results: dict) -> str:
     names = results["protocol"]["datasets"]
     start = results["start"]["scores"]
-    lines = ["| run | CPU-hours | step | " + " | ".join(f"{n} (minus start)" for n in names)
+    lines = ["| run | CPU-hours used | step | " + " | ".join(f"{n} (minus start)" for n in names)
              + " |", "|---|---|---|" + "---|" * len(names),
              f"| start {results['start']['rule']} | 0 | 0 | " + " | ".join(
                  f"{100 * np.mean(start[n]):.1f}" for n in names) + " |"]
@@ -114,7 +114,7 @@ def table(results: dict) -> str:
                 mean, se = paired(p["scores"][n], start[n])
                 cells.append(f"{100 * np.mean(p['scores'][n]):.1f} ({100 * mean:+.1f} ± "
                              f"{100 * se:.1f})")
-            lines.append(f"| {run} | {p['cpu_hours']:.2f} | {p['step']} | "
+            lines.append(f"| {run} | {p['cpu_seconds'] / 3600:.2f} | {p['step']} | "
                          + " | ".join(cells) + " |")
     return "\n".join(lines)
 
