@@ -486,7 +486,6 @@ def add_es_options(mt: Parser) -> None:
                     help="PES: inner steps per truncation (default 50)")
 
 
-
 def build_parser() -> Parser:
     p = Parser(prog="metarule", description="Meta-learned unsupervised learning rules "
                                             "(Metz et al., ICLR 2019).",

@@ -657,7 +657,8 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
             state, group, metrics = train_step(state, group, cfg, sampler)
             state = state._replace(elapsed_s=elapsed0 + time.monotonic() - t0)
             metrics.update(kind="train", time_s=round(state.elapsed_s, 1),
-                           cpu_s=round(cpu.seconds(), 1), tasks_per_s=round(cfg.tasks_per_step / (time.monotonic() - t_step), 2))
+                           cpu_s=round(cpu.seconds(), 1),
+                           tasks_per_s=round(cfg.tasks_per_step / (time.monotonic() - t_step), 2))
             log.write(json.dumps(metrics) + "\n")
             bar.set_postfix_str(progress_text(metrics, deadline))
             bar.update(1)
