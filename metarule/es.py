@@ -263,16 +263,11 @@ def save_checkpoint(run_dir: Path, cfg: ESConfig, state: ESState, theta: dict) -
 
 def save_snapshot(run_dir: Path, cfg: ESConfig, state: ESState, space, algo,
                   cpu: outer.CpuClock) -> None:
-    """snapshots/theta_GEN.npz every meta.snapshot_every generations (outer.save_snapshot)."""
-    every = cfg.meta.snapshot_every
-    path = run_dir / "snapshots" / f"theta_{state.generation:06d}.npz"
-    if not every or state.generation % every or path.exists():
-        return
-    path.parent.mkdir(exist_ok=True)
-    catalog.save_rule(path, theta_of(space, algo, state), cfg.meta.rule_cfg,
-                      {**card(run_dir, cfg, state), "name": f"{run_dir.name}@{state.generation}",
-                       "meta_trained": state.generation > 0,
-                       "cpu_seconds": round(cpu.seconds(), 1)})
+    """snapshots/theta_GEN.npz every meta.snapshot_every generations (outer.write_snapshot)."""
+    if cfg.meta.snapshot_every and not state.generation % cfg.meta.snapshot_every:
+        outer.write_snapshot(run_dir, state.generation, cfg.meta.snapshot_every,
+                             theta_of(space, algo, state), cfg.meta.rule_cfg,
+                             card(run_dir, cfg, state), cpu)
 
 
 def load_checkpoint(run_dir: Path) -> tuple[ESState, ESConfig]:

@@ -369,19 +369,24 @@ def save_checkpoint(run_dir: Path, state: TrainState, cfg: MetaTrainConfig) -> N
     catalog.save_rule(run_dir / "theta.npz", state.theta, cfg.rule_cfg, card(run_dir, state, cfg))
 
 
-def save_snapshot(run_dir: Path, state: TrainState, cfg: MetaTrainConfig,
-                  cpu: CpuClock | None = None) -> None:
-    """snapshots/theta_STEP.npz every cfg.snapshot_every steps: theta along training, for
+def write_snapshot(run_dir: Path, step: int, every: int, theta, rule_cfg: RuleConfig,
+                   rule_card: dict, cpu: CpuClock | None = None) -> None:
+    """snapshots/theta_STEP.npz every `every` steps (0: never): theta along training, for
     curves evaluated after the run. A step already kept (the last one before a resume) is not
-    written again."""
-    path = run_dir / "snapshots" / f"theta_{state.step:06d}.npz"
-    if not cfg.snapshot_every or state.step % cfg.snapshot_every or path.exists():
+    written again. Used by truncated backprop and by ES/PES."""
+    path = run_dir / "snapshots" / f"theta_{step:06d}.npz"
+    if not every or step % every or path.exists():
         return
     path.parent.mkdir(exist_ok=True)
-    catalog.save_rule(path, state.theta, cfg.rule_cfg,
-                    {**card(run_dir, state, cfg), "name": f"{run_dir.name}@{state.step}",
-                     "meta_trained": state.step > 0,
-                     **({"cpu_seconds": round(cpu.seconds(), 1)} if cpu else {})})
+    catalog.save_rule(path, theta, rule_cfg,
+                      {**rule_card, "name": f"{run_dir.name}@{step}", "meta_trained": step > 0,
+                       **({"cpu_seconds": round(cpu.seconds(), 1)} if cpu else {})})
+
+
+def save_snapshot(run_dir: Path, state: TrainState, cfg: MetaTrainConfig,
+                  cpu: CpuClock | None = None) -> None:
+    write_snapshot(run_dir, state.step, cfg.snapshot_every, state.theta, cfg.rule_cfg,
+                   card(run_dir, state, cfg), cpu)
 
 
 def keep_best(run_dir: Path, theta, rule_cfg: RuleConfig, rule_card: dict, step: int,
