@@ -33,9 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metarule import catalog, inner, outer, subspace
+from metarule import catalog, inner, outer, subspace, truncated
 from metarule.config import ConfigError
-from metarule.meta_objective import meta_objective
 from metarule.outer import MetaTrainConfig
 from metarule.runtime import all_finite, check_stop, enable_compilation_cache
 from metarule.tasks import TaskSampler
@@ -127,15 +126,15 @@ def group_data(cfg: ESConfig, sampler: TaskSampler, index: int, steps: int, part
     batches = np.stack([t.unlabeled_batches(rng, steps) for t in group.tasks])
     draws = [[outer.fixed_size_labeled(t, rng, meta) for _ in range(cfg.draws)]
              for t in group.tasks]
-    labeled = tuple(jnp.asarray(np.array([[d[i] for d in task] for task in draws]))
-                    for i in range(4))
+    labeled = truncated.LabeledBatch(*(jnp.asarray(np.array([[d[i] for d in task]
+                                                             for task in draws]))
+                                       for i in range(4)))
     return group, params, jnp.asarray(batches), labeled
 
 
 def _task_loss(theta, params, batches, labeled, rule_cfg, activation):
     params = inner.unroll(theta, params, batches, rule_cfg, activation)
-    scores = jax.vmap(lambda *lab: meta_objective(params, *lab, activation=activation))(*labeled)
-    return params, jnp.mean(scores)
+    return params, truncated.labeled_objective(params, labeled, activation)
 
 
 def _member_loss(theta, params, batches, labeled, rule_cfg, activation):

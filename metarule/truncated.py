@@ -28,11 +28,18 @@ def step_and_loss(theta: rule.Theta, params: base_model.Params, x: Array, labele
                   cfg: RuleConfig, activation: str = "relu", l2: float = RIDGE_L2):
     """One application of the rule and the MetaObjective of the state it reaches."""
     params = rule.unsupervised_update(theta, params, x, cfg, activation)
-    if labeled.x_a.ndim == 3:  # several support/query draws: their mean (App. H.2)
+    return params, labeled_objective(params, labeled, activation, l2)
+
+
+def labeled_objective(params: base_model.Params, labeled: LabeledBatch,
+                      activation: str = "relu", l2: float = RIDGE_L2) -> Array:
+    """The MetaObjective of params on one support/query draw, or the mean over a leading draws
+    axis (App. H.2 averages several)."""
+    if labeled.x_a.ndim == 3:
         scores = jax.vmap(lambda *lab: meta_objective(params, *lab, activation=activation,
                                                        l2=l2))(*labeled)
-        return params, jnp.mean(scores)
-    return params, meta_objective(params, *labeled, activation=activation, l2=l2)
+        return jnp.mean(scores)
+    return meta_objective(params, *labeled, activation=activation, l2=l2)
 
 
 def unroll_loss(theta: rule.Theta, params: base_model.Params, batches: Array,
