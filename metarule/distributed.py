@@ -441,26 +441,23 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
                     time.monotonic() if resume else -math.inf)
     bar = tqdm(disable=not progress, unit="step", desc="meta-train (ray)", initial=start,
                total=last_step)
-    stop = outer.SigtermStop()
-    try:
-        while (not stop.requested and time.monotonic() < deadline
-               and (last_step is None or driver.step < last_step)):
-            check_stop()  # Ctrl-C (KeyboardInterrupt): the final checkpoint below
-            driver.evaluate(cfg.eval_every_s)
-            ready, _ = ray.wait(list(pool.pending), num_returns=1, timeout=1.0)
-            row = driver.receive(ready[0]) if ready else None
-            if row is None:
-                continue
-            bar.set_postfix_str(outer.progress_text(row, deadline))
-            bar.update(row["step"] - bar.n)
-            if on_result is not None:
-                on_result(pool, row)
-    finally:
-        stop.restore()
-        bar.close()
-        state = driver.finish()
-        if started:
-            ray.shutdown()
-        outer.plot_run(run_dir)
-    stop.exit_if_requested(run_dir)
+    with outer.stop_gracefully(run_dir):
+        try:
+            while time.monotonic() < deadline and (last_step is None or driver.step < last_step):
+                check_stop()  # SIGTERM or Ctrl-C: the final checkpoint below
+                driver.evaluate(cfg.eval_every_s)
+                ready, _ = ray.wait(list(pool.pending), num_returns=1, timeout=1.0)
+                row = driver.receive(ready[0]) if ready else None
+                if row is None:
+                    continue
+                bar.set_postfix_str(outer.progress_text(row, deadline))
+                bar.update(row["step"] - bar.n)
+                if on_result is not None:
+                    on_result(pool, row)
+        finally:
+            bar.close()
+            state = driver.finish()
+            if started:
+                ray.shutdown()
+            outer.plot_run(run_dir)
     return state

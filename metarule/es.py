@@ -360,41 +360,39 @@ def run(cfg: ESConfig, run_dir: str | Path, hours: float | None = None,
                desc=f"meta-train {cfg.estimator} (compiling the first generation)",
                initial=state.generation)
     last_compiled = state.generation + 1
-    stop = outer.SigtermStop()
     cpu = outer.CpuClock(run_dir)
-    try:
-        while (not stop.requested and time.monotonic() < deadline
-               and (last_step is None or state.generation < last_step)):
-            check_stop()  # Ctrl-C (KeyboardInterrupt): the final checkpoint below
-            if time.monotonic() - last_eval >= meta.eval_every_s > 0:
-                _evaluate_mean(run_dir, cfg, space, algo, state, held_out, log)
-                last_eval = time.monotonic()
-            save_snapshot(run_dir, cfg, state, space, algo, cpu)
-            t_gen = time.monotonic()
-            state, metrics = generation_step(cfg, algo, params, state, evaluate)
-            state = state._replace(elapsed_s=elapsed0 + time.monotonic() - t0)
-            metrics.update(kind="train", time_s=round(state.elapsed_s, 1),
-                           cpu_s=round(cpu.seconds(), 1),
-                           members_per_s=round(cfg.population / (time.monotonic() - t_gen), 3))
-            log.write(json.dumps(metrics) + "\n")
-            bar.update(1)
-            bar.set_postfix(loss=f"{metrics['meta_loss']:.3f}")
-            if state.generation == last_compiled:
-                outer.restart_rate(bar)
-            if outer.checkpoint_due(meta, state.generation, saved, time.monotonic()):
-                save_checkpoint(run_dir, cfg, state, theta_of(space, algo, state))
-                saved = outer.Saved(state.generation, time.monotonic())
-    finally:
-        stop.restore()
-        bar.close()
-        log.close()
-        save_checkpoint(run_dir, cfg, state, theta_of(space, algo, state))
-        save_snapshot(run_dir, cfg, state, space, algo, cpu)  # the last one too
-        outer.plot_run(run_dir)
-        if started_ray:
-            import ray
-            ray.shutdown()
-    stop.exit_if_requested(run_dir)
+    with outer.stop_gracefully(run_dir):
+        try:
+            while time.monotonic() < deadline and (last_step is None
+                                                   or state.generation < last_step):
+                check_stop()  # SIGTERM or Ctrl-C: the final checkpoint below
+                if time.monotonic() - last_eval >= meta.eval_every_s > 0:
+                    _evaluate_mean(run_dir, cfg, space, algo, state, held_out, log)
+                    last_eval = time.monotonic()
+                save_snapshot(run_dir, cfg, state, space, algo, cpu)
+                t_gen = time.monotonic()
+                state, metrics = generation_step(cfg, algo, params, state, evaluate)
+                state = state._replace(elapsed_s=elapsed0 + time.monotonic() - t0)
+                metrics.update(kind="train", time_s=round(state.elapsed_s, 1),
+                               cpu_s=round(cpu.seconds(), 1),
+                               members_per_s=round(cfg.population / (time.monotonic() - t_gen), 3))
+                log.write(json.dumps(metrics) + "\n")
+                bar.update(1)
+                bar.set_postfix(loss=f"{metrics['meta_loss']:.3f}")
+                if state.generation == last_compiled:
+                    outer.restart_rate(bar)
+                if outer.checkpoint_due(meta, state.generation, saved, time.monotonic()):
+                    save_checkpoint(run_dir, cfg, state, theta_of(space, algo, state))
+                    saved = outer.Saved(state.generation, time.monotonic())
+        finally:
+            bar.close()
+            log.close()
+            save_checkpoint(run_dir, cfg, state, theta_of(space, algo, state))
+            save_snapshot(run_dir, cfg, state, space, algo, cpu)  # the last one too
+            outer.plot_run(run_dir)
+            if started_ray:
+                import ray
+                ray.shutdown()
     return state
 
 

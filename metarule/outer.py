@@ -13,14 +13,13 @@ base-model states, and resuming continues the uninterrupted run exactly.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import pickle
-import signal
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +33,8 @@ import optax
 
 from metarule import base_model, catalog, memory, truncated
 from metarule.config import BaseModelConfig, ConfigError, RuleConfig, preset as get_preset
-from metarule.runtime import all_finite, check_stop, enable_compilation_cache
+from metarule.runtime import (Terminated, all_finite, check_stop, enable_compilation_cache,
+                              stop_signals)
 from metarule.tasks import AUG_TARGETS, Task, TaskConfig, TaskSampler
 
 
@@ -568,26 +568,17 @@ class CpuClock:
         return self.offset + time.process_time() - self.start
 
 
-class SigtermStop:
-    """SIGTERM (schedulers, `kill`) ends a run like Ctrl-C, after the step in flight, with the
-    final checkpoint written. The handler only sets a flag: an exception raised in a handler is
-    lost when the signal lands while a garbage-collection callback (JAX has one) is running."""
-
-    def __init__(self):
-        self.requested = False
-        on_main = threading.current_thread() is threading.main_thread()  # else: cannot install
-        self.previous = signal.signal(signal.SIGTERM, self._handler) if on_main else None
-
-    def _handler(self, signum, frame):
-        self.requested = True
-
-    def restore(self) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
-
-    def exit_if_requested(self, run_dir: Path) -> None:
-        if self.requested:
-            raise SystemExit(f"meta-train stopped by SIGTERM; its checkpoint is in {run_dir}")
+@contextlib.contextmanager
+def stop_gracefully(run_dir: Path):
+    """SIGTERM (schedulers, `kill`) ends a run like Ctrl-C: the loop's `check_stop` raises
+    between steps, the loop's `finally` writes the final checkpoint, and the run exits (status 1
+    from the CLI) saying where the checkpoint is."""
+    with stop_signals():
+        try:
+            yield
+        except Terminated:
+            raise SystemExit(f"meta-train stopped by SIGTERM; its checkpoint is in {run_dir}") \
+                from None
 
 
 def prepare_run_dir(cfg: MetaTrainConfig, run_dir: Path, resume: bool,
@@ -643,41 +634,39 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
     bar = tqdm(disable=not progress, unit="step", desc="meta-train (compiling the first step)",
                initial=state.step)
     last_compiled = state.step + 1
-    stop = SigtermStop()
     cpu = CpuClock(run_dir)
-    try:
-        while (not stop.requested and time.monotonic() < deadline
-               and (last_step is None or state.step < last_step)):
-            check_stop()  # Ctrl-C (KeyboardInterrupt): the final checkpoint below
-            if time.monotonic() - last_eval >= cfg.eval_every_s > 0:
-                evals = evaluate_theta(state.theta, cfg, held_out)
-                for row in evals:
-                    log.write(json.dumps({**row, "step": state.step,
-                                          "time_s": round(state.elapsed_s, 1)}) + "\n")
-                keep_best(run_dir, state.theta, cfg.rule_cfg, card(run_dir, state, cfg),
-                          state.step, evals)
-                last_eval = time.monotonic()
-            save_snapshot(run_dir, state, cfg, cpu)
-            t_step = time.monotonic()
-            state, group, metrics = train_step(state, group, cfg, sampler)
-            state = state._replace(elapsed_s=elapsed0 + time.monotonic() - t0)
-            metrics.update(kind="train", time_s=round(state.elapsed_s, 1),
-                           cpu_s=round(cpu.seconds(), 1),
-                           tasks_per_s=round(cfg.tasks_per_step / (time.monotonic() - t_step), 2))
-            log.write(json.dumps(metrics) + "\n")
-            bar.set_postfix_str(progress_text(metrics, deadline))
-            bar.update(1)
-            if state.step == last_compiled:
-                restart_rate(bar)
-            if checkpoint_due(cfg, state.step, saved, time.monotonic()):
-                save_checkpoint(run_dir, state, cfg)
-                saved = Saved(state.step, time.monotonic())
-    finally:
-        stop.restore()
-        bar.close()
-        log.close()
-        save_checkpoint(run_dir, state, cfg)
-        save_snapshot(run_dir, state, cfg, cpu)  # the last one too
-        plot_run(run_dir)
-    stop.exit_if_requested(run_dir)
+    with stop_gracefully(run_dir):
+        try:
+            while time.monotonic() < deadline and (last_step is None or state.step < last_step):
+                check_stop()  # SIGTERM or Ctrl-C: the final checkpoint below
+                if time.monotonic() - last_eval >= cfg.eval_every_s > 0:
+                    evals = evaluate_theta(state.theta, cfg, held_out)
+                    for row in evals:
+                        log.write(json.dumps({**row, "step": state.step,
+                                              "time_s": round(state.elapsed_s, 1)}) + "\n")
+                    keep_best(run_dir, state.theta, cfg.rule_cfg, card(run_dir, state, cfg),
+                              state.step, evals)
+                    last_eval = time.monotonic()
+                save_snapshot(run_dir, state, cfg, cpu)
+                t_step = time.monotonic()
+                state, group, metrics = train_step(state, group, cfg, sampler)
+                step_s = time.monotonic() - t_step
+                state = state._replace(elapsed_s=elapsed0 + time.monotonic() - t0)
+                metrics.update(kind="train", time_s=round(state.elapsed_s, 1),
+                               cpu_s=round(cpu.seconds(), 1),
+                               tasks_per_s=round(cfg.tasks_per_step / step_s, 2))
+                log.write(json.dumps(metrics) + "\n")
+                bar.set_postfix_str(progress_text(metrics, deadline))
+                bar.update(1)
+                if state.step == last_compiled:
+                    restart_rate(bar)
+                if checkpoint_due(cfg, state.step, saved, time.monotonic()):
+                    save_checkpoint(run_dir, state, cfg)
+                    saved = Saved(state.step, time.monotonic())
+        finally:
+            bar.close()
+            log.close()
+            save_checkpoint(run_dir, state, cfg)
+            save_snapshot(run_dir, state, cfg, cpu)  # the last one too
+            plot_run(run_dir)
     return state

@@ -1,7 +1,9 @@
 """Process-wide JAX settings every entry point shares, and the pytree check they all use."""
 from __future__ import annotations
 
+import contextlib
 import signal
+import threading
 
 import jax
 import numpy as np
@@ -66,6 +68,20 @@ _ACTIVE: list[StopSignals] = []
 
 def _exception(signum) -> BaseException:
     return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """StopSignals for the block, unless some are active already (the CLI's) or this is not the
+    main thread (signals reach no other)."""
+    if _ACTIVE or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stop = StopSignals()
+    try:
+        yield
+    finally:
+        stop.restore()
 
 
 def check_stop() -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from metarule import catalog, cli, outer, truncated
+from metarule import catalog, cli, outer, runtime, truncated
 from metarule.config import ConfigError
 
 TINY = dict(preset="tiny", datasets=("patches16",), dataset_weights=(1.0,), widths=(8,),
@@ -158,14 +158,25 @@ def test_sigterm_during_a_gc_callback_is_not_lost():
             os.kill(os.getpid(), signal.SIGTERM)
             sum(range(1000))  # the handler runs here, inside the callback
 
-    stop = outer.SigtermStop()
-    gc.callbacks.append(callback)
-    try:
-        gc.collect()
-    finally:
-        gc.callbacks.remove(callback)
-        stop.restore()
-    assert stop.requested and signal.getsignal(signal.SIGTERM) is stop.previous
+    before = signal.getsignal(signal.SIGTERM)
+    with runtime.stop_signals():
+        gc.callbacks.append(callback)
+        try:
+            gc.collect()
+        finally:
+            gc.callbacks.remove(callback)
+        with pytest.raises(runtime.Terminated):  # where the run's loop checks, between steps
+            runtime.check_stop()
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_run_stopped_by_sigterm_says_where_its_checkpoint_is(tmp_path):
+    with pytest.raises(SystemExit, match=f"checkpoint is in {tmp_path}"):
+        with outer.stop_gracefully(tmp_path):
+            raise runtime.Terminated()
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C stays Ctrl-C (the CLI's exit status 130)
+        with outer.stop_gracefully(tmp_path):
+            raise KeyboardInterrupt
 
 
 def test_a_run_can_start_from_a_meta_trained_rule(tmp_path):
