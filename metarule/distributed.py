@@ -178,9 +178,9 @@ class Learner:
 
     def keep_best(self, evals: list[dict], pub: Published) -> None:
         """outer.keep_best for the theta the evaluator scored (the learner owns run_dir)."""
-        scored = self.current()._replace(theta=pub.theta, step=pub.version, elapsed_s=pub.time_s)
         outer.keep_best(self.run_dir, pub.theta, self.cfg.rule_cfg,
-                        outer.card(self.run_dir, scored, self.cfg), pub.version, evals)
+                        outer.card(self.run_dir, self.cfg, pub.version, pub.time_s), pub.version,
+                        evals)
 
     def checkpoint(self) -> TrainState:
         """Write checkpoint.pkl and theta.npz atomically; returns the saved state."""

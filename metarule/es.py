@@ -242,10 +242,9 @@ def pes_truncations(cfg: ESConfig) -> int:
 # ----------------------------------------------------------------------------- checkpoints
 
 def card(run_dir: Path, cfg: ESConfig, state: ESState) -> dict:
-    return {"name": run_dir.name, "meta_trained": True, "outer_steps": state.generation,
-            "preset": cfg.meta.preset, "init": cfg.meta.init, "seconds": round(state.elapsed_s),
-            "estimator": cfg.estimator, "strategy": cfg.strategy,
-            "subspace": list(cfg.subspace)}
+    """outer.card, with the estimator that made theta."""
+    return {**outer.card(run_dir, cfg.meta, state.generation, state.elapsed_s),
+            "estimator": cfg.estimator, "strategy": cfg.strategy, "subspace": list(cfg.subspace)}
 
 
 def config_from_dict(d: dict) -> ESConfig:

@@ -355,10 +355,10 @@ def held_by_checkpoint(row: dict, step: int) -> bool:
     return row.get("applied", row["kind"] == "eval")
 
 
-def card(run_dir: Path, state: TrainState, cfg: MetaTrainConfig) -> dict:
+def card(run_dir: Path, cfg: MetaTrainConfig, outer_steps: int, seconds: float) -> dict:
     """What a rule file of this run says about how its theta was made."""
-    return {"name": run_dir.name, "meta_trained": True, "outer_steps": state.step,
-            "preset": cfg.preset, "init": cfg.init, "seconds": round(state.elapsed_s)}
+    return {"name": run_dir.name, "meta_trained": True, "outer_steps": outer_steps,
+            "preset": cfg.preset, "init": cfg.init, "seconds": round(seconds)}
 
 
 def save_checkpoint(run_dir: Path, state: TrainState, cfg: MetaTrainConfig) -> None:
@@ -366,7 +366,8 @@ def save_checkpoint(run_dir: Path, state: TrainState, cfg: MetaTrainConfig) -> N
     host = jax.tree_util.tree_map(np.asarray, state)
     _atomic_write(run_dir / "checkpoint.pkl",
                   pickle.dumps({"state": host, "config": dataclasses.asdict(cfg)}))
-    catalog.save_rule(run_dir / "theta.npz", state.theta, cfg.rule_cfg, card(run_dir, state, cfg))
+    catalog.save_rule(run_dir / "theta.npz", state.theta, cfg.rule_cfg,
+                      card(run_dir, cfg, state.step, state.elapsed_s))
 
 
 def write_snapshot(run_dir: Path, step: int, every: int, theta, rule_cfg: RuleConfig,
@@ -386,7 +387,7 @@ def write_snapshot(run_dir: Path, step: int, every: int, theta, rule_cfg: RuleCo
 def save_snapshot(run_dir: Path, state: TrainState, cfg: MetaTrainConfig,
                   cpu: CpuClock | None = None) -> None:
     write_snapshot(run_dir, state.step, cfg.snapshot_every, state.theta, cfg.rule_cfg,
-                   card(run_dir, state, cfg), cpu)
+                   card(run_dir, cfg, state.step, state.elapsed_s), cpu)
 
 
 def keep_best(run_dir: Path, theta, rule_cfg: RuleConfig, rule_card: dict, step: int,
@@ -644,8 +645,8 @@ def run(cfg: MetaTrainConfig, run_dir: str | Path, hours: float | None = None,
                     for row in evals:
                         log.write(json.dumps({**row, "step": state.step,
                                               "time_s": round(state.elapsed_s, 1)}) + "\n")
-                    keep_best(run_dir, state.theta, cfg.rule_cfg, card(run_dir, state, cfg),
-                              state.step, evals)
+                    keep_best(run_dir, state.theta, cfg.rule_cfg,
+                              card(run_dir, cfg, state.step, state.elapsed_s), state.step, evals)
                     last_eval = time.monotonic()
                 save_snapshot(run_dir, state, cfg, cpu)
                 t_step = time.monotonic()
