@@ -13,7 +13,8 @@ compared with the start seed by seed. The test split is not read.
 
 Scores are cached in OUT.json (rerun as the runs go on); OUT.png is the figure.
 
-The best of many points is favoured by its own noise; before a rule is shipped, confirm it
+`--at-steps 80,100` scores the snapshots of those outer steps instead (choosing among one run's
+snapshots). The best of many points is favoured by its own noise; before a rule is shipped, confirm it
 against the start on fresh seeds (OUT_confirm.json):
 
     python research/equal_compute.py --start cpu-oja-v0 --cpu-hours 0.6 \
@@ -154,6 +155,9 @@ def main():
     parser.add_argument("--confirm", default=None,
                         help="score this rule and the start alone on seeds from --first-seed")
     parser.add_argument("--first-seed", type=int, default=100)
+    parser.add_argument("--at-steps", default=None,
+                        help="score the snapshots of these outer steps, e.g. 80,100, instead of "
+                             "the CPU-hour grid")
     args = parser.parse_args()
     if args.confirm:
         confirm(args)
@@ -182,8 +186,13 @@ def main():
     for run_dir in args.runs:
         config = json.loads((run_dir / "config.json").read_text())
         entry = results["runs"].setdefault(run_dir.name, {"config": config, "points": {}})
-        for hours, (cpu_s, step, path) in at_points(snapshots(run_dir), args.cpu_hours,
-                                                    args.points):
+        snaps = snapshots(run_dir)
+        if args.at_steps:
+            steps = {int(step) for step in args.at_steps.split(",")}
+            chosen = [(snap[0] / 3600, snap) for snap in snaps if snap[1] in steps]
+        else:
+            chosen = at_points(snaps, args.cpu_hours, args.points)
+        for hours, (cpu_s, step, path) in chosen:
             key = f"{hours:.4f}"
             if entry["points"].get(key, {}).get("step") == step:
                 continue
