@@ -327,7 +327,7 @@ def add_data(sub) -> None:
 def add_train(sub) -> None:
     from metarule.config import ACTIVATIONS
     t = verb(sub, "train", "train a base model with a rule on unlabeled data",
-             "metarule train --data mnist14 --rule cpu-oja-v0 --steps 500 --out runs/model",
+             "metarule train --data mnist14 --rule cpu-pes-v1 --steps 500 --out runs/model",
              DATA_FORMATS + "Only the train split's inputs are used; labels are never read.\n")
     t.add_argument("--data", required=True, help="dataset name or path (see below)")
     add_label_column(t)
@@ -370,7 +370,7 @@ def add_experiment(sub) -> None:
     size = x.add_mutually_exclusive_group()
     size.add_argument("--full", action="store_true", help="the paper's sizes (hours)")
     size.add_argument("--tiny", action="store_true", help="smoke-test sizes (seconds)")
-    x.add_argument("--rule", default=None, help="rule spec (default: the first shipped rule, "
+    x.add_argument("--rule", default=None, help="rule spec (default: the shipped default rule, "
                                                 "else 'untrained')")
     x.add_argument("--out", default="results", help="results folder")
     x.set_defaults(func=cmd_experiment)
@@ -390,7 +390,7 @@ def add_demo(sub) -> None:
              "Uses MNIST 14x14 (installed offline, docs/data/README.md); writes "
              "first_layer_filters.png,\nembedding.png and demo.json into a fresh --out, "
              "replacing the folder whole.\n")
-    m.add_argument("--rule", default=None, help="rule spec (default: the first shipped rule, "
+    m.add_argument("--rule", default=None, help="rule spec (default: the shipped default rule, "
                                                 "else 'untrained')")
     m.add_argument("--steps", type=count_arg, default=None, help="inner steps")
     m.add_argument("--out", default=None, help="output folder")

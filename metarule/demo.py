@@ -8,6 +8,9 @@ CPU cores, most of it compiling and running the inner loop.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -67,11 +70,12 @@ def run(args, n_test: int | None = None, seeds: int = SEEDS,
         widths: tuple[int, ...] = train.DEFAULT_WIDTHS, preset: str = "cpu") -> dict:
     """Run the demo for the parsed `metarule demo` arguments; returns demo.json's content.
 
-    The output folder is checked first and written whole at the end (`train.atomic_dir`),
-    replacing an earlier demo's folder.
+    The demo's three files are written into a private folder inside the output folder and moved
+    into place at the end, each whole, replacing an earlier demo's; the folder's other files
+    stay (`--out results` holds every experiment's results).
 
     Args:
-      args: namespace with `rule` (spec or None: the first shipped rule, else "untrained"),
+      args: namespace with `rule` (spec or None: catalog.default_rule_spec()),
         `steps` (None: DEFAULT_STEPS), `out` (None: DEFAULT_OUT) and `json` (True: print
         nothing, no progress bars; the caller prints the result).
       n_test: score on a random subset of this many test images (None: the whole split).
@@ -83,8 +87,20 @@ def run(args, n_test: int | None = None, seeds: int = SEEDS,
       metarule.train.OutputError: the output folder cannot be written.
     """
     out = Path(args.out or DEFAULT_OUT)
-    with train.atomic_dir(out, replace=True) as tmp:
+    if not str(out).strip() or (out.exists() and not out.is_dir()):
+        raise train.OutputError(f"{str(out)!r} is not a folder path; give one such as demo_out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".demo.", dir=out))
+    except OSError as e:
+        raise train.OutputError(f"cannot write {out}: {e.strerror}; choose a writable folder") \
+            from None
+    try:
         result = _run(args, tmp, n_test, seeds, widths, preset)
+        for path in tmp.iterdir():
+            os.replace(path, out / path.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     if not getattr(args, "json", False):
         print(f"\nWrote {out / 'first_layer_filters.png'}, {out / 'embedding.png'} and "
               f"{out / 'demo.json'} in {result['elapsed_s']:.0f} s.")

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from metarule import experiments
+from metarule.catalog import INITIAL_RULES
 
 UNTRAINED = "untrained"  # results/untrained/NAME.json: the experiment run with the paper's θ init
 
@@ -34,9 +35,14 @@ def describe_rule(rule: dict | None) -> str:
     if not rule["meta_trained"]:
         return f"`{rule['spec']}` (not meta-trained, θ sha256 {rule['sha256']})"
     card = rule["card"]
-    origin = (f" from `init:{card['init']}` for {card['outer_steps']} outer steps, "
-              f"{card['seconds']} s = {card['seconds'] / 3600:.1f} h" if {"init", "outer_steps", "seconds"} <= set(card)
-              else "")
+    origin = ""
+    if {"init", "outer_steps", "seconds"} <= set(card):
+        # a named start is an init: spec; a shipped rule or a file is named as it is
+        start = f"init:{card['init']}" if card["init"] in INITIAL_RULES else card["init"]
+        steps = (f"{card['outer_steps']} generations of {card['estimator'].upper()}"
+                 if card.get("estimator") in ("es", "pes") else f"{card['outer_steps']} outer steps")
+        origin = (f" from `{start}` for {steps}, {card['seconds']} s = "
+                  f"{card['seconds'] / 3600:.1f} h")
     return f"`{rule['spec']}` (meta-trained{origin}; θ sha256 {rule['sha256']})"
 
 

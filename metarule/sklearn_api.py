@@ -58,7 +58,7 @@ class Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
     Args:
       rule: a rule spec for `metarule.catalog.load_rule` ("untrained", "init:NAME", a shipped
         rule's name or a .npz path), a loaded `metarule.catalog.Rule`, or None (the default) for
-        the first shipped meta-trained rule (`metarule.catalog.default_rule_spec()`).
+        the shipped default rule (`metarule.catalog.default_rule_spec()`).
       widths: hidden layer widths of the base model.
       steps: applications of the rule (unlabeled batches) during `fit`; 500 is the protocol
         the shipped rule was chosen and scored with.

@@ -37,6 +37,18 @@ def test_demo_writes_figures_and_four_row_table(tmp_path, capsys):
     assert "PCA-32" in printed and "Wrote" in printed
 
 
+def test_demo_keeps_the_other_files_of_its_output_folder(tmp_path):
+    # `metarule demo --out results` shares its folder with every experiment's results.
+    (tmp_path / "datasets.json").write_text("{}")
+    (tmp_path / "demo.json").write_text("an earlier demo")
+    args = argparse.Namespace(rule="init:oja", steps=2, out=str(tmp_path))
+    demo.run(args, n_test=200, seeds=2, widths=(16, 16), preset="tiny")
+    assert (tmp_path / "datasets.json").read_text() == "{}"
+    assert json.loads((tmp_path / "demo.json").read_text())["steps"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "datasets.json", "demo.json", "embedding.png", "first_layer_filters.png"]
+
+
 def test_demo_says_when_the_rule_is_untrained(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(demo.catalog, "shipped_rules", lambda: [])
     args = argparse.Namespace(rule=None, steps=2, out=str(tmp_path))

@@ -91,7 +91,7 @@ def test_fit_turns_on_the_persistent_compilation_cache(monkeypatch):
 def test_default_rule_is_the_shipped_one():
     x = np.random.default_rng(0).normal(size=(70, 3))
     emb = Embedder(widths=(8,), steps=1).fit(x)
-    assert emb.rule_name_ == catalog.default_rule_spec() == catalog.shipped_rules()[0]
+    assert emb.rule_name_ == catalog.default_rule_spec() == catalog.DEFAULT_RULE
     assert emb.get_params()["rule"] is None  # resolved in fit, as scikit-learn expects
     assert metarule.Embedder is Embedder
 
