@@ -26,13 +26,15 @@ from metarule.sklearn_api import Embedder
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--rule", default=None, help="rule spec (default: the shipped default)")
     args = parser.parse_args()
     x, y = load_breast_cancer(return_X_y=True)
     x_fit, x_test, y_fit, y_test = train_test_split(x, y, test_size=0.5, stratify=y,
                                                     random_state=0)
     scaler = StandardScaler().fit(x_fit)
     x_fit, x_test = scaler.transform(x_fit), scaler.transform(x_test)
-    methods = {"embedder": Embedder().fit(x_fit).transform,
+    embedder = Embedder(rule=args.rule).fit(x_fit)
+    methods = {"embedder": embedder.transform,
                "pca": PCA(n_components=10, random_state=0).fit(x_fit).transform,
                "raw": np.asarray}
     results = []
@@ -45,7 +47,8 @@ def main():
                            "methods fit on the first half unlabeled; per seed 10 labeled "
                            "examples per class from it, logistic readout (C=1), scored on the "
                            "second half",
-               "command": "python " + " ".join(sys.argv), "results": results},
+               "command": "python " + " ".join(sys.argv), "rule": embedder.rule_name_,
+               "results": results},
               sys.stdout, indent=2)
     print()
 
