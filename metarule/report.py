@@ -179,6 +179,26 @@ def headline(results: Path) -> list[str]:
     return lines + [""]
 
 
+SHIPPED_TEST = "shipped_rule_test.json"  # the shipped rules, read once on the test split
+
+
+def shipped_test(results: Path) -> list[str]:
+    """The shipped rules side by side on the test split (docs/meta_training.md)."""
+    found = read(results / SHIPPED_TEST)
+    if found is None:
+        return []
+    rules = list(found["scores"])
+    lines = ["## The shipped rules on the test split (`shipped_rule_test`)", "",
+             f"`{found['protocol']['command']}`, read once after the default rule was chosen on "
+             f"validation rows ({found['protocol']['note']}; docs/meta_training.md).", "",
+             "| dataset | " + " | ".join(f"`{r}`" for r in rules) + " |",
+             "|---|" + "---:|" * len(rules)]
+    for name in found["scores"][rules[0]]:
+        lines.append(f"| {DATASET_NAMES.get(name, name)} | "
+                     + " | ".join(percent(found["scores"][r][name]) for r in rules) + " |")
+    return lines + [""]
+
+
 def readme_block(results: Path) -> str:
     """README.md's generated block, markers included."""
     return "\n".join([BEGIN, *headline(results), END])
@@ -205,7 +225,7 @@ def write_report(results: str | Path = "results", readme: str | Path | None = No
     results = Path(results)
     results.mkdir(parents=True, exist_ok=True)
     lines = [HEADER, "## The shipped rule against the baselines (`headline`)", "",
-             *headline(results)]
+             *headline(results), *shipped_test(results)]
     for name in experiments.EXPERIMENTS:
         lines += section(name, read(results / f"{name}.json"),
                          read(results / UNTRAINED / f"{name}.json"), results)

@@ -30,6 +30,17 @@ def _demo(mean_rule: float) -> dict:
                        "accuracies": [], "note": "diverged"}]}
 
 
+def test_the_shipped_rules_test_split_table_comes_from_its_json(tmp_path):
+    score = {"mnist14": {"mean": 0.709, "stderr": 0.008}}
+    (tmp_path / report.SHIPPED_TEST).write_text(json.dumps({
+        "protocol": {"command": "metarule eval", "note": "one base model"},
+        "scores": {"new": score, "old": {"mnist14": {"mean": 0.667, "stderr": 0.005}}}}))
+    text = report.write_report(tmp_path, readme=tmp_path / "none.md").read_text()
+    assert "| dataset | `new` | `old` |" in text
+    assert "| MNIST 14×14 | 70.9 ± 0.8 | 66.7 ± 0.5 |" in text
+    assert report.shipped_test(tmp_path / "empty") == []  # no file, no section
+
+
 def test_update_readme_rewrites_only_the_marked_block(tmp_path):
     results = tmp_path / "results"
     results.mkdir()
