@@ -12,11 +12,10 @@ import argparse
 import json
 import math
 import sys
-import threading
 from pathlib import Path
 
 from metarule.config import ConfigError
-from metarule.runtime import StopSignals, Terminated, enable_compilation_cache
+from metarule.runtime import Terminated, check_stop, enable_compilation_cache, stop_signals
 
 EXIT_USAGE, EXIT_STOPPED, EXIT_INTERRUPTED = 2, 1, 130
 
@@ -388,8 +387,8 @@ def add_demo(sub) -> None:
     m = verb(sub, "demo", "the main job: train a base model with a rule and score it",
              "metarule demo --steps 500 --out demo_out",
              "Uses MNIST 14x14 (installed offline, docs/data/README.md); writes "
-             "first_layer_filters.png,\nembedding.png and demo.json into a fresh --out, "
-             "replacing the folder whole.\n")
+             "first_layer_filters.png,\nembedding.png and demo.json into --out, replacing "
+             "an earlier demo's; other files there stay.\n")
     m.add_argument("--rule", default=None, help="rule spec (default: the shipped default rule, "
                                                 "else 'untrained')")
     m.add_argument("--steps", type=count_arg, default=None, help="inner steps")
@@ -527,27 +526,22 @@ def main(argv: list[str] | None = None) -> int:
     """Run the `metarule` command line; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     as_json = "--json" in argv
-    on_main = threading.current_thread() is threading.main_thread()
-    stop = StopSignals() if on_main else None  # signals reach the main thread only
-    try:
-        enable_compilation_cache()
-        args = build_parser().parse_args(argv)
-        status = args.func(args)
-        if stop is not None:
-            stop.check()  # a signal that came during the last stretch of work
-        return status
-    except BaseException as e:  # noqa: BLE001 -- sorted by `failure`; a bug re-raises
-        known = failure(e)
-        if known is None:
-            raise
-        status, message = known
-        if message:
-            bare = message.removeprefix("metarule: ").removeprefix("error: ")
-            print(json.dumps({"error": bare}) if as_json else message, file=sys.stderr)
-        return status
-    finally:
-        if stop is not None:
-            stop.restore()
+    with stop_signals():  # the first SIGTERM/Ctrl-C is acted on between steps (runtime)
+        try:
+            enable_compilation_cache()
+            args = build_parser().parse_args(argv)
+            status = args.func(args)
+            check_stop()  # a signal that came during the last stretch of work
+            return status
+        except BaseException as e:  # noqa: BLE001 -- sorted by `failure`; a bug re-raises
+            known = failure(e)
+            if known is None:
+                raise
+            status, message = known
+            if message:
+                bare = message.removeprefix("metarule: ").removeprefix("error: ")
+                print(json.dumps({"error": bare}) if as_json else message, file=sys.stderr)
+            return status
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ def main():
         parser.error("--theta and --selected-by go together")
     best = args.run_dir / "theta_best.npz"
     selection_path = args.run_dir / "selection.json"
-    selection = json.loads(selection_path.read_text()) if selection_path.exists() else None
+    selection = (json.loads(selection_path.read_text())
+                 if selection_path.exists() and not args.theta else None)
     if args.theta:
         rule = catalog.read_rule_file(args.theta)
         selected_by = args.selected_by
@@ -57,7 +58,7 @@ def main():
                 k: config[k] for k in ("eval_datasets", "eval_steps", "eval_seeds", "eval_widths")},
             "held_out": held_out, "held_out_at_start": start, "command": args.command,
             "note": args.note}
-    if selection and not args.theta:
+    if selection:
         card["selection_protocol"] = selection["protocol"]
         card["selection_scores"] = {c["label"]: round(c["mean"], 4)
                                     for c in selection["scores"].values()}
